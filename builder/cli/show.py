@@ -1,0 +1,103 @@
+"""`trtq show ARTIFACT` and `trtq ls`: read manifests (through runtime.manifest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from builder.cli._common import root_option
+from builder.errors import UsageError
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def show(artifact: Path, as_json: bool) -> None:
+    """Show what ARTIFACT holds: source, format, layout, versions, files.
+
+    \b
+    Example:
+      trtq show engines/smollm2-135m-bf16
+    """
+    from runtime.manifest import ManifestError, read_manifest
+
+    try:
+        m = read_manifest(artifact)
+    except ManifestError as e:
+        raise UsageError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(m.model_dump(mode="json"), indent=2, sort_keys=True))
+        return
+    src = m.source
+    where = src.get("hub") or (src.get("gguf") or {}).get("path") or src.get("model_dir") or "?"
+    if src.get("commit"):
+        where += f"@{src['commit'][:12]}"
+    q = m.quantization
+    lines = [
+        f"artifact   {artifact}",
+        f"status     {m.status}",
+        f"model      {where} ({src.get('kind', '?')})",
+        f"format     {q.get('format')} (quant_algo {q.get('quant_algo')}, kv {q.get('kv_cache_quant_algo')})",
+        f"layout     tp {m.parallel.get('tp')} x pp {m.parallel.get('pp')}",
+        f"stages     {', '.join(m.stages)}",
+        "versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items() if v),
+        f"files      {len(m.files)} files, {_human(sum(f.size for f in m.files))}",
+        f"created    {m.created} by trtq {m.trtq_version}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@click.command(name="ls")
+@root_option
+@click.option("--json", "as_json", is_flag=True)
+def ls(root: Path, as_json: bool) -> None:
+    """List the artifacts under the artifact root.
+
+    \b
+    Example:
+      trtq ls --root engines
+    """
+    from runtime.manifest import ManifestError, read_manifest
+
+    rows = []
+    for d in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        if not d.is_dir():
+            continue
+        try:
+            m = read_manifest(d)
+        except ManifestError:
+            rows.append({"name": d.name, "status": "no manifest"})
+            continue
+        size = sum(f.size for f in m.files)
+        rows.append(
+            {
+                "name": d.name,
+                "status": m.status,
+                "format": m.quantization.get("format"),
+                "tp": m.parallel.get("tp"),
+                "pp": m.parallel.get("pp"),
+                "bytes": size,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no artifacts under {root}")
+    for r in rows:
+        if "format" in r:
+            click.echo(
+                f"{r['name']:<32} {r['format']:<9} tp{r['tp']} pp{r['pp']}  {_human(r['bytes']):>9}  {r['status']}"
+            )
+        else:
+            click.echo(f"{r['name']:<32} {r['status']}")

@@ -1,0 +1,52 @@
+"""The errors trtq raises on purpose. Only the CLI turns them into messages and exit codes.
+
+Anything that is not a TrtqError is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TrtqError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with: 2 for bad input, 1 for a failed build."""
+
+    exit_code = 1
+
+
+class UsageError(TrtqError):
+    """The user asked for something that cannot work as asked (bad recipe, bad layout, bad flag)."""
+
+    exit_code = 2
+
+
+class RecipeError(UsageError):
+    """A recipe failed validation. Holds every problem at once, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class LayoutError(UsageError):
+    """The model cannot be split or quantized the way the recipe asks (heads vs tp, widths vs group size)."""
+
+
+class ModelSourceError(UsageError):
+    """The model could not be resolved: missing file, unpinned revision, pickled weights, not a GGUF file..."""
+
+
+class MissingDependency(TrtqError):
+    """An optional dependency is not installed; the message names the extra or container that provides it."""
+
+    exit_code = 2
+
+
+class StageFailed(TrtqError):
+    """A stage ran and failed for a reason that is not the user's input (verification failed, tool missing)."""
+
+    exit_code = 1
+
+
+class LockedError(TrtqError):
+    """Another trtq process is building the same artifact."""
+
+    exit_code = 1

@@ -1,0 +1,76 @@
+"""Write `manifest.json`, last, from the stamps of the stages that completed."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+from typing import Any
+
+from builder import __version__
+from builder._deps import version
+from builder.recipe import Recipe
+from builder.workspace import Workspace, write_json_atomic
+from runtime.manifest import FILENAME, Manifest
+
+LIBRARIES = ("torch", "transformers", "nvidia-modelopt", "tensorrt-llm", "tensorrt", "huggingface-hub", "safetensors")
+
+
+def write_manifest(ws: Workspace, recipe: Recipe, plan, status: str, recipe_path: Path | None = None) -> Path:
+    """Write the manifest for what is in ``ws`` now. A no-op build leaves an identical manifest untouched."""
+    stages: dict[str, Any] = {}
+    files: list[dict[str, Any]] = []
+    results: dict[str, Any] = {}
+    for step in plan.steps:
+        stamp = ws.stamp(step.stage.name)
+        if stamp is None or stamp.get("fingerprint") != step.fingerprint:
+            continue  # did not complete in this build
+        stages[step.stage.name] = {
+            "fingerprint": stamp["fingerprint"],
+            "seconds": stamp.get("seconds"),
+            "reused": step.action == "reuse",
+        }
+        results[step.stage.name] = stamp.get("result") or {}
+        for row in stamp.get("files", []):
+            files.append({**row, "path": f"{step.stage.name}/{row['path']}"})
+    ckpt = results.get("checkpoint", {})
+    quant = dict(ckpt.get("quantization") or {})
+    quant["format"] = recipe.quantization.format
+    path = ws.dir / FILENAME
+    previous = _read_previous(path)
+    body = {
+        "name": recipe.name,
+        "status": status,
+        "trtq_version": __version__,
+        "recipe": recipe.model_dump(mode="json"),
+        "recipe_file": str(recipe_path) if recipe_path else None,
+        "source": results.get("resolve", {}),
+        "quantization": quant,
+        "parallel": {"tp": recipe.parallel.tp, "pp": recipe.parallel.pp, "world_size": recipe.parallel.world_size},
+        "stages": {k: {**v, "reused": False} for k, v in stages.items()},
+        "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
+        "hardware": results.get("engine", {}).get("hardware", {}),
+        "files": sorted(files, key=lambda f: f["path"]),
+    }
+    if previous is not None and _same(previous, body):
+        return path  # nothing changed: keep the manifest (and its timestamp) as it was
+    manifest = Manifest.model_validate(
+        {**body, "stages": stages, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    )
+    write_json_atomic(path, manifest.model_dump(mode="json"))
+    return path
+
+
+def _read_previous(path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _same(previous: dict[str, Any], body: dict[str, Any]) -> bool:
+    prev = {k: previous.get(k) for k in body}
+    prev["stages"] = {k: {**v, "reused": False} for k, v in (previous.get("stages") or {}).items()}
+    return prev == body

@@ -1,0 +1,312 @@
+"""The build: an explicit, ordered tuple of stages over one artifact directory.
+
+recipe -> resolve -> quantize -> export (checkpoint, hf) -> build (engine) -> verify -> manifest.json
+
+Each stage's output is keyed by a fingerprint of exactly what it reads (recipe fields, upstream fingerprints, library
+versions); a stage whose fingerprint is unchanged is reused, not re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder import __version__
+from builder._deps import version
+from builder.errors import StageFailed, UsageError
+from builder.fingerprint import changed_keys, file_table, fingerprint
+from builder.recipe import Recipe
+from builder.workspace import STAMP, Workspace
+
+log = logging.getLogger("trtq.build")
+
+VERBS = ("resolve", "quantize", "export", "build", "verify")
+UNQUANTIZED = ("fp16", "bf16")
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: the recipe, where it came from, the artifact, and its own output directory."""
+
+    recipe: Recipe
+    recipe_dir: Path
+    workspace: Workspace
+    out: Path
+
+    def upstream(self, stage: str) -> Path:
+        return self.workspace.stage_dir(stage)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # its directory under the artifact
+    verb: str  # the step it belongs to (--until takes these)
+    run: Callable[[StageContext], dict[str, Any] | None]
+    reads: Callable[[Recipe, Path], dict[str, Any]]  # the inputs its fingerprint covers
+    after: tuple[str, ...] = ()
+    libraries: tuple[str, ...] = ()
+    wanted: Callable[[Recipe], bool] = lambda r: True
+    deliverable: bool = False  # part of the published artifact (listed in the manifest's files)
+
+
+# ---------------------------------------------------------------------------------------------- stage adapters
+def _resolve(ctx: StageContext) -> dict[str, Any]:
+    from builder.stages.resolve import resolve
+
+    return resolve(ctx.recipe.model, ctx.recipe_dir, ctx.out)
+
+
+def _model_dir(ctx: StageContext) -> Path:
+    from builder.stages.resolve import model_dir
+
+    return model_dir(ctx.upstream("resolve"))
+
+
+def _quantize(ctx: StageContext) -> dict[str, Any]:
+    from builder.stages.quantize import quantize
+
+    return quantize(ctx.recipe, _model_dir(ctx), ctx.out)
+
+
+def _quantize_dir(ctx: StageContext) -> Path | None:
+    return None if ctx.recipe.quantization.format in UNQUANTIZED else ctx.upstream("quantize")
+
+
+def _checkpoint(ctx: StageContext) -> dict[str, Any]:
+    from builder.stages.export import export_checkpoint
+
+    config = export_checkpoint(ctx.recipe, _model_dir(ctx), _quantize_dir(ctx), ctx.out)
+    return {"quantization": config.get("quantization"), "dtype": config.get("dtype")}
+
+
+def _hf(ctx: StageContext) -> None:
+    from builder.stages.export import export_hf
+
+    export_hf(ctx.recipe, _model_dir(ctx), _quantize_dir(ctx), ctx.out)
+
+
+def _engine(ctx: StageContext) -> dict[str, Any]:
+    from builder.stages.build import build_engines
+
+    return build_engines(ctx.recipe, ctx.upstream("checkpoint"), ctx.out)
+
+
+def _reads_model(r: Recipe, recipe_dir: Path) -> dict[str, Any]:
+    from builder.stages.resolve import identity
+
+    return {"model": identity(r.model, recipe_dir)}
+
+
+def _reads_quantize(r: Recipe, _: Path) -> dict[str, Any]:
+    return {
+        "dtype": r.model.dtype,
+        "trust_remote_code": r.model.trust_remote_code,
+        "quantization": r.quantization.model_dump(mode="json"),
+        "calibration": r.calibration.model_dump(mode="json"),
+    }
+
+
+def _reads_export(r: Recipe, _: Path) -> dict[str, Any]:
+    return {"dtype": r.model.dtype, "format": r.quantization.format, "kv_cache": r.quantization.kv_cache}
+
+
+_EXPORT_LIBS = ("torch", "transformers", "nvidia-modelopt", "safetensors")
+
+STAGES: tuple[Stage, ...] = (
+    Stage("resolve", "resolve", _resolve, _reads_model, libraries=("transformers", "gguf", "huggingface-hub")),
+    Stage(
+        "quantize",
+        "quantize",
+        _quantize,
+        _reads_quantize,
+        after=("resolve",),
+        libraries=_EXPORT_LIBS,
+        wanted=lambda r: r.quantization.format not in UNQUANTIZED,
+    ),
+    Stage(
+        "checkpoint",
+        "export",
+        _checkpoint,
+        lambda r, d: {**_reads_export(r, d), "parallel": r.parallel.model_dump(mode="json")},
+        after=("resolve", "quantize"),
+        libraries=_EXPORT_LIBS,
+        wanted=lambda r: "checkpoint" in r.targets or "engine" in r.targets,
+        deliverable=True,
+    ),
+    Stage(
+        "hf",
+        "export",
+        _hf,
+        _reads_export,
+        after=("resolve", "quantize"),
+        libraries=_EXPORT_LIBS,
+        wanted=lambda r: "hf" in r.targets,
+        deliverable=True,
+    ),
+    Stage(
+        "engine",
+        "build",
+        _engine,
+        lambda r, _: {"engine": r.engine.model_dump(mode="json")},
+        after=("checkpoint",),
+        libraries=("tensorrt-llm", "tensorrt"),
+        wanted=lambda r: "engine" in r.targets,
+        deliverable=True,
+    ),
+)
+
+
+# ---------------------------------------------------------------------------------------------- planning
+@dataclass
+class Step:
+    stage: Stage
+    fingerprint: str
+    inputs: dict[str, Any]
+    action: str  # "run" or "reuse"
+    reason: str
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+
+    def by_name(self) -> dict[str, Step]:
+        return {s.stage.name: s for s in self.steps}
+
+
+def refuse_unsupported(recipe: Recipe) -> None:
+    """Sections this version of trtq declares but cannot carry out yet: refuse instead of ignoring them."""
+    problems = []
+    if recipe.quantization.format not in UNQUANTIZED or recipe.quantization.kv_cache != "none":
+        problems.append(
+            f"quantization.format: {recipe.quantization.format} (kv_cache {recipe.quantization.kv_cache}) is not "
+            "available in this trtq version yet: use fp16 or bf16 with kv_cache none"
+        )
+    if recipe.verify is not None:
+        problems.append("verify: the accuracy gate is not available in this trtq version yet: remove the section")
+    if recipe.publish:
+        problems.append("publish: publishing is not available in this trtq version yet: remove the section")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def plan(recipe: Recipe, recipe_dir: Path, ws: Workspace, force: bool = False, until: str | None = None) -> Plan:
+    """Decide, per stage, whether to run or reuse it, and why."""
+    last = VERBS.index(until) if until else len(VERBS) - 1
+    result = Plan()
+    fps: dict[str, str] = {}
+    reruns: set[str] = set()
+    for stage in STAGES:
+        if not stage.wanted(recipe) or VERBS.index(stage.verb) > last:
+            continue
+        inputs = {
+            "stage": stage.name,
+            "reads": stage.reads(recipe, recipe_dir),
+            "after": {a: fps[a] for a in stage.after if a in fps},
+            "libraries": {lib: version(lib) for lib in stage.libraries},
+            "trtq": __version__,
+        }
+        fp = fingerprint(inputs)
+        fps[stage.name] = fp
+        stamp = ws.stamp(stage.name)
+        upstream_rerun = [a for a in stage.after if a in reruns]
+        if force:
+            action, reason = "run", "--force"
+        elif stamp is None:
+            action, reason = "run", "no output yet"
+        elif stamp.get("fingerprint") == fp:
+            action, reason = "reuse", f"unchanged ({fp})"
+        elif upstream_rerun:
+            action, reason = "run", f"{', '.join(upstream_rerun)} changed"
+        else:
+            changed = [k.removeprefix("reads.") for k in changed_keys(stamp.get("inputs"), inputs)]
+            action, reason = "run", "changed: " + (", ".join(changed) if changed else "inputs")
+        if action == "run":
+            reruns.add(stage.name)
+        result.steps.append(Step(stage, fp, inputs, action, reason))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- running
+@dataclass
+class Outcome:
+    plan: Plan
+    ran: list[str]
+    manifest: Path | None
+    status: str
+
+
+def build(
+    recipe: Recipe,
+    recipe_dir: Path,
+    root: Path,
+    *,
+    force: bool = False,
+    until: str | None = None,
+    wait: bool = False,
+    recipe_path: Path | None = None,
+) -> Outcome:
+    """Run the pipeline for ``recipe`` into ``root/<name>``. Raises TrtqError subclasses on failure."""
+    from builder.manifest import write_manifest
+
+    refuse_unsupported(recipe)
+    ws = Workspace(root, recipe.name)
+    with ws.lock(wait=wait):
+        the_plan = plan(recipe, recipe_dir, ws, force=force, until=until)
+        ran: list[str] = []
+        status = "complete" if until is None else f"incomplete (--until {until})"
+        results: dict[str, Any] = {}
+        try:
+            for step in the_plan.steps:
+                if step.stage.name != "resolve":
+                    _check_layout_once(recipe, ws, results)
+                if step.action == "reuse":
+                    log.info("%-10s reused: %s", step.stage.name, step.reason)
+                    continue
+                log.info("%-10s running: %s", step.stage.name, step.reason)
+                _run_stage(step, recipe, recipe_dir, ws)
+                ran.append(step.stage.name)
+        except StageFailed as e:
+            status = f"incomplete: {e}".split("\n")[0][:200]
+            write_manifest(ws, recipe, the_plan, status, recipe_path)
+            raise
+        manifest = write_manifest(ws, recipe, the_plan, status, recipe_path)
+    return Outcome(the_plan, ran, manifest, status)
+
+
+def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> None:
+    if memo.get("layout_checked"):
+        return
+    from builder._model import read_config
+    from builder.layout import ModelShape, check_layout
+    from builder.stages.resolve import model_dir
+
+    shape = ModelShape.from_config(read_config(model_dir(ws.stage_dir("resolve"))))
+    check_layout(shape, recipe.parallel.tp, recipe.parallel.pp)
+    if recipe.quantization.format not in UNQUANTIZED:
+        from builder.quantize_layout import check_quant_layout
+
+        check_quant_layout(shape, recipe)
+    memo["layout_checked"] = True
+
+
+def _run_stage(step: Step, recipe: Recipe, recipe_dir: Path, ws: Workspace) -> None:
+    t0 = time.perf_counter()
+    with ws.writing(step.stage.name) as tmp:
+        ctx = StageContext(recipe, recipe_dir, ws, tmp)
+        result = step.stage.run(ctx) or {}
+        seconds = round(time.perf_counter() - t0, 3)
+        stamp = {
+            "stage": step.stage.name,
+            "fingerprint": step.fingerprint,
+            "inputs": step.inputs,
+            "result": result,
+            "seconds": seconds,
+            "files": file_table(tmp, skip=(STAMP,)) if step.stage.deliverable else [],
+        }
+        ws.publish_stage(step.stage.name, tmp, stamp)
+    log.info("%-10s done in %.1f s", step.stage.name, seconds)

@@ -1,0 +1,1 @@
+"""One module per stage verb: resolve, quantize, export, build, verify, publish."""

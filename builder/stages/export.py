@@ -1,0 +1,97 @@
+"""Stage `export`: write the TensorRT-LLM checkpoint (tp x pp shards) and/or the unified HF checkpoint.
+
+Both go through ModelOpt's exporters, from the unquantized model or from the calibrated state of the `quantize` stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from builder._deps import require
+from builder._model import copy_tokenizer, export_dtype, load_model, read_config
+from builder.errors import StageFailed
+from builder.recipe import Recipe
+
+log = logging.getLogger("trtq.export")
+
+
+def prepared_model(recipe: Recipe, model_dir: Path, quantize_dir: Path | None):
+    """The model to export: restored with its calibrated quantizers when the format is quantized."""
+    dtype = export_dtype(recipe.model.dtype, read_config(model_dir))
+    if quantize_dir is None:
+        return load_model(model_dir, dtype, recipe.model.trust_remote_code), dtype
+    from builder.stages.quantize import restore_quantized
+
+    return restore_quantized(recipe, model_dir, quantize_dir, dtype), dtype
+
+
+def export_checkpoint(recipe: Recipe, model_dir: Path, quantize_dir: Path | None, out: Path) -> dict[str, Any]:
+    """Write `config.json` + `rank{N}.safetensors` for recipe.parallel into ``out`` and check what was written."""
+    torch = require("torch", "Exporting a TensorRT-LLM checkpoint")
+    mte = require("modelopt.torch.export", "Exporting a TensorRT-LLM checkpoint")
+    model, dtype = prepared_model(recipe, model_dir, quantize_dir)
+    decoder = mte.get_model_type(model)
+    if decoder is None:
+        raise StageFailed(f"ModelOpt {mte.__name__} has no TensorRT-LLM export for {type(model).__name__}")
+    tp, pp = recipe.parallel.tp, recipe.parallel.pp
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        mte.export_tensorrt_llm_checkpoint(
+            model,
+            decoder,
+            getattr(torch, dtype),
+            export_dir=str(out),
+            inference_tensor_parallel=tp,
+            inference_pipeline_parallel=pp,
+        )
+    log.info("TensorRT-LLM checkpoint: %s, tp=%d pp=%d, %s (%.1f s)", decoder, tp, pp, dtype, time.perf_counter() - t0)
+    copy_tokenizer(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    check_checkpoint(out, tp, pp)
+    return config
+
+
+def export_hf(recipe: Recipe, model_dir: Path, quantize_dir: Path | None, out: Path) -> None:
+    """Write the unified HF checkpoint (what TensorRT-LLM's PyTorch backend loads)."""
+    torch = require("torch", "Exporting the unified HF checkpoint")
+    model, dtype = prepared_model(recipe, model_dir, quantize_dir)
+    with torch.inference_mode():
+        if quantize_dir is None:
+            model.save_pretrained(out, safe_serialization=True)
+        else:
+            mte = require("modelopt.torch.export", "Exporting the unified HF checkpoint")
+            mte.export_hf_checkpoint(model, export_dir=str(out))
+    copy_tokenizer(model_dir, out)
+    log.info("unified HF checkpoint (%s)", dtype)
+
+
+def check_checkpoint(ckpt: Path, tp: int, pp: int) -> None:
+    """Check an exported checkpoint: mapping as asked, one file per rank, consistent shard shapes across tp ranks."""
+    from safetensors import safe_open
+
+    config = json.loads((ckpt / "config.json").read_text())
+    mapping = config.get("mapping") or {}
+    want = {"world_size": tp * pp, "tp_size": tp, "pp_size": pp}
+    got = {k: mapping.get(k, 1 if k != "world_size" else None) for k in want}
+    if got != want:
+        raise StageFailed(f"exported checkpoint {ckpt}: mapping is {got}, expected {want}")
+    shapes: dict[int, dict[str, tuple]] = {}
+    for rank in range(tp * pp):
+        path = ckpt / f"rank{rank}.safetensors"
+        if not path.is_file():
+            raise StageFailed(f"exported checkpoint {ckpt}: {path.name} is missing")
+        with safe_open(str(path), framework="pt") as f:
+            shapes[rank] = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    for stage in range(pp):
+        ranks = [stage * tp + t for t in range(tp)]
+        first = shapes[ranks[0]]
+        for r in ranks[1:]:
+            if shapes[r] != first:
+                diff = sorted(set(shapes[r].items()) ^ set(first.items()))[:3]
+                raise StageFailed(
+                    f"exported checkpoint {ckpt}: rank{r} and rank{ranks[0]} hold different tensors: {diff}"
+                )

@@ -1,0 +1,1 @@
+"""trtq runtime: reads and runs artifacts. It never imports `builder`, so a serving box needs only this package."""

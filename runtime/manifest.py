@@ -1,0 +1,81 @@
+"""The artifact manifest (`manifest.json`): what went in, what came out, and whether it can run here.
+
+`builder` writes it; everything that reads an artifact (runners, `trtq show`, pull) reads it through this module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+FILENAME = "manifest.json"
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str  # relative to the artifact directory, POSIX
+    size: int
+    sha256: str
+
+
+class StageRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fingerprint: str
+    seconds: float | None = None
+    reused: bool = False
+
+
+class Manifest(BaseModel):
+    """Versioned manifest schema. Unknown keys are kept (a newer trtq may add some) but never required."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    status: str  # "complete", "incomplete: ...", "failed-verification"
+    created: str
+    trtq_version: str
+    recipe: dict[str, Any]
+    recipe_file: str | None = None
+    source: dict[str, Any] = Field(default_factory=dict)  # kind, hub, revision, commit, gguf/file identity
+    quantization: dict[str, Any] = Field(default_factory=dict)  # quant_algo, kv_cache_quant_algo, format
+    parallel: dict[str, int] = Field(default_factory=dict)  # tp, pp, world_size
+    stages: dict[str, StageRecord] = Field(default_factory=dict)
+    versions: dict[str, str | None] = Field(default_factory=dict)
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    files: list[FileEntry] = Field(default_factory=list)
+    verify: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def world_size(self) -> int:
+        return int(self.parallel.get("world_size", 1))
+
+
+class ManifestError(Exception):
+    """The artifact has no readable manifest."""
+
+
+def read_manifest(artifact: str | Path) -> Manifest:
+    path = Path(artifact) / FILENAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{artifact}: no {FILENAME}: not a trtq artifact, or its build never finished") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{path}: unreadable manifest: {e}") from None
+    if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
+        raise ManifestError(
+            f"{path}: manifest schema {data.get('schema_version')} is newer than this trtq reads ({SCHEMA_VERSION}): "
+            "upgrade trtq"
+        )
+    try:
+        return Manifest.model_validate(data)
+    except Exception as e:  # pydantic.ValidationError: report as a damaged manifest
+        raise ManifestError(f"{path}: not a valid trtq manifest: {str(e).splitlines()[0]}") from None
