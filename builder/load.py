@@ -104,7 +104,7 @@ def describe(err: dict) -> str:
     if kind == "extra_forbidden":
         field = err["loc"][-1]
         valid = _fields_at(err["loc"][:-1])
-        close = difflib.get_close_matches(str(field), valid, n=1)
+        close = difflib.get_close_matches(str(field), valid, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return f"unknown field; {hint}valid fields here: {', '.join(valid)}"
     if kind == "missing":

@@ -45,6 +45,8 @@ def apply_overrides(data: dict, overrides, overridden: dict | None = None) -> di
             elif isinstance(node, list) and isinstance(part, int) and part < len(node):
                 node = node[part]
             else:
+                node = None
+            if not isinstance(node, (dict, list)):
                 where = ".".join(map(str, path[: i + 1]))
                 raise OverrideProblem(text, f"cannot descend into '{where}': it is not a section")
         last = path[-1]

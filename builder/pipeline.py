@@ -8,7 +8,9 @@ versions); a stage whose fingerprint is unchanged is reused, not re-run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -296,7 +298,8 @@ def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> N
 
 def _run_stage(step: Step, recipe: Recipe, recipe_dir: Path, ws: Workspace) -> None:
     t0 = time.perf_counter()
-    with ws.writing(step.stage.name) as tmp:
+    # Libraries print progress to stdout (ModelOpt's "current rank: 0 ..."); stdout belongs to --json output.
+    with ws.writing(step.stage.name) as tmp, contextlib.redirect_stdout(sys.stderr):
         ctx = StageContext(recipe, recipe_dir, ws, tmp)
         result = step.stage.run(ctx) or {}
         seconds = round(time.perf_counter() - t0, 3)
