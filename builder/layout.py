@@ -87,3 +87,57 @@ def check_layout(shape: ModelShape, tp: int, pp: int) -> None:
             f"parallel.pp: {shape.num_layers} layers cannot be split evenly into pp={pp} stages. "
             f"Valid pp values: {', '.join(map(str, valid_pp(shape)))}"
         )
+
+
+def quantized_in_widths(shape: ModelShape, tp: int) -> dict[str, int]:
+    """Per-rank input widths of the quantized linears (the dimension AWQ groups and FP8 GEMMs run along)."""
+    return {
+        "hidden size (qkv, mlp inputs)": shape.hidden_size,
+        "attention output per rank": shape.num_heads * shape.head_dim // tp,
+        "mlp intermediate per rank": shape.intermediate_size // tp,
+    }
+
+
+def awq_block_size(shape: ModelShape, recipe, log_choice: bool = False) -> int:
+    """The AWQ group size: the recipe's, or the largest of 128/64/32 that divides every per-rank width."""
+    import logging
+
+    tp = recipe.parallel.tp
+    widths = quantized_in_widths(shape, tp)
+    fits = [g for g in (128, 64, 32) if all(w % g == 0 for w in widths.values())]
+    requested = recipe.quantization.awq_block_size
+    if requested != "auto":
+        bad = {k: w for k, w in widths.items() if w % requested}
+        if bad:
+            raise LayoutError(
+                f"quantization.awq_block_size: {requested} does not divide "
+                + ", ".join(f"{k} {w}" for k, w in bad.items())
+                + f" at tp={tp}. Valid sizes: {', '.join(map(str, fits)) or 'none (change tp)'}"
+            )
+        return int(requested)
+    if not fits:
+        raise LayoutError(
+            "quantization.awq_block_size: none of 128, 64, 32 divides "
+            + ", ".join(f"{k} {w}" for k, w in widths.items())
+            + f" at tp={tp}: use another tp or a format without groups (int8_sq, fp8)"
+        )
+    if fits[0] != 128 and log_choice:
+        worst = next(f"{k} {w}" for k, w in widths.items() if w % 128)
+        logging.getLogger("trtq.quantize").info("AWQ group size %d: %s is not divisible by 128", fits[0], worst)
+    return fits[0]
+
+
+def check_quant_layout(shape: ModelShape, recipe) -> None:
+    """Format-specific layout rules, checked before calibration."""
+    fmt = recipe.quantization.format
+    if fmt in ("int4_awq", "w4a8_awq"):
+        awq_block_size(shape, recipe)
+    if fmt in ("fp8", "w4a8_awq"):
+        # FP8 GEMMs need the reduction dimension to be a multiple of 16 (cuBLASLt / TensorRT-LLM fp8 kernels).
+        bad = {k: w for k, w in quantized_in_widths(shape, recipe.parallel.tp).items() if w % 16}
+        if bad:
+            raise LayoutError(
+                f"quantization.format: {fmt} needs widths divisible by 16, but "
+                + ", ".join(f"{k} is {w}" for k, w in bad.items())
+                + f" at tp={recipe.parallel.tp}"
+            )

@@ -21,6 +21,7 @@ from builder import __version__
 from builder._deps import version
 from builder.errors import StageFailed, UsageError
 from builder.fingerprint import changed_keys, file_table, fingerprint
+from builder.quant_formats import FORMATS, needs_calibration
 from builder.recipe import Recipe
 from builder.workspace import STAMP, Workspace
 
@@ -48,7 +49,7 @@ class Stage:
     name: str  # its directory under the artifact
     verb: str  # the step it belongs to (--until takes these)
     run: Callable[[StageContext], dict[str, Any] | None]
-    reads: Callable[[Recipe, Path], dict[str, Any]]  # the inputs its fingerprint covers
+    reads: Callable[[Recipe, Path, Workspace], dict[str, Any]]  # the inputs its fingerprint covers
     after: tuple[str, ...] = ()
     libraries: tuple[str, ...] = ()
     wanted: Callable[[Recipe], bool] = lambda r: True
@@ -71,11 +72,12 @@ def _model_dir(ctx: StageContext) -> Path:
 def _quantize(ctx: StageContext) -> dict[str, Any]:
     from builder.stages.quantize import quantize
 
-    return quantize(ctx.recipe, _model_dir(ctx), ctx.out)
+    return quantize(ctx.recipe, _model_dir(ctx), ctx.recipe_dir, ctx.out)
 
 
 def _quantize_dir(ctx: StageContext) -> Path | None:
-    return None if ctx.recipe.quantization.format in UNQUANTIZED else ctx.upstream("quantize")
+    q = ctx.recipe.quantization
+    return ctx.upstream("quantize") if needs_calibration(q.format, q.kv_cache) else None
 
 
 def _checkpoint(ctx: StageContext) -> dict[str, Any]:
@@ -97,23 +99,40 @@ def _engine(ctx: StageContext) -> dict[str, Any]:
     return build_engines(ctx.recipe, ctx.upstream("checkpoint"), ctx.out)
 
 
-def _reads_model(r: Recipe, recipe_dir: Path) -> dict[str, Any]:
+def _reads_model(r: Recipe, recipe_dir: Path, ws: Workspace) -> dict[str, Any]:
     from builder.stages.resolve import identity
 
     return {"model": identity(r.model, recipe_dir)}
 
 
-def _reads_quantize(r: Recipe, _: Path) -> dict[str, Any]:
-    return {
+def _reads_quantize(r: Recipe, recipe_dir: Path, ws: Workspace) -> dict[str, Any]:
+    calibration = r.calibration.model_dump(mode="json")
+    if calibration["dataset"] not in ("builtin",) and not calibration["dataset"].startswith("hf:"):
+        from builder.fingerprint import file_identity
+
+        path = (recipe_dir / calibration["dataset"]).resolve()
+        calibration["file"] = file_identity(path) if path.is_file() else None
+    reads = {
         "dtype": r.model.dtype,
         "trust_remote_code": r.model.trust_remote_code,
         "quantization": r.quantization.model_dump(mode="json"),
-        "calibration": r.calibration.model_dump(mode="json"),
+        "calibration": calibration,
     }
+    # The AWQ group size depends on tp (per-rank widths); key the calibration by the size chosen, not by tp itself,
+    # so a tp change that keeps the group size re-exports without recalibrating.
+    if FORMATS[r.quantization.format].awq and ws.stamp("resolve") is not None:
+        from builder._model import read_config
+        from builder.layout import ModelShape, awq_block_size
+        from builder.stages.resolve import model_dir
+
+        shape = ModelShape.from_config(read_config(model_dir(ws.stage_dir("resolve"))))
+        reads["quantization"]["awq_block_size"] = awq_block_size(shape, r)
+    return reads
 
 
-def _reads_export(r: Recipe, _: Path) -> dict[str, Any]:
-    return {"dtype": r.model.dtype, "format": r.quantization.format, "kv_cache": r.quantization.kv_cache}
+def _reads_export(r: Recipe, recipe_dir: Path, ws: Workspace) -> dict[str, Any]:
+    q = r.quantization
+    return {"dtype": r.model.dtype, "format": q.format, "kv_cache": q.kv_cache, "exclude": list(q.exclude)}
 
 
 _EXPORT_LIBS = ("torch", "transformers", "nvidia-modelopt", "safetensors")
@@ -127,13 +146,13 @@ STAGES: tuple[Stage, ...] = (
         _reads_quantize,
         after=("resolve",),
         libraries=_EXPORT_LIBS,
-        wanted=lambda r: r.quantization.format not in UNQUANTIZED,
+        wanted=lambda r: needs_calibration(r.quantization.format, r.quantization.kv_cache),
     ),
     Stage(
         "checkpoint",
         "export",
         _checkpoint,
-        lambda r, d: {**_reads_export(r, d), "parallel": r.parallel.model_dump(mode="json")},
+        lambda r, d, ws: {**_reads_export(r, d, ws), "parallel": r.parallel.model_dump(mode="json")},
         after=("resolve", "quantize"),
         libraries=_EXPORT_LIBS,
         wanted=lambda r: "checkpoint" in r.targets or "engine" in r.targets,
@@ -153,7 +172,7 @@ STAGES: tuple[Stage, ...] = (
         "engine",
         "build",
         _engine,
-        lambda r, _: {"engine": r.engine.model_dump(mode="json")},
+        lambda r, d, ws: {"engine": r.engine.model_dump(mode="json")},
         after=("checkpoint",),
         libraries=("tensorrt-llm", "tensorrt"),
         wanted=lambda r: "engine" in r.targets,
@@ -183,11 +202,6 @@ class Plan:
 def refuse_unsupported(recipe: Recipe) -> None:
     """Sections this version of trtq declares but cannot carry out yet: refuse instead of ignoring them."""
     problems = []
-    if recipe.quantization.format not in UNQUANTIZED or recipe.quantization.kv_cache != "none":
-        problems.append(
-            f"quantization.format: {recipe.quantization.format} (kv_cache {recipe.quantization.kv_cache}) is not "
-            "available in this trtq version yet: use fp16 or bf16 with kv_cache none"
-        )
     if recipe.verify is not None:
         problems.append("verify: the accuracy gate is not available in this trtq version yet: remove the section")
     if recipe.publish:
@@ -196,8 +210,15 @@ def refuse_unsupported(recipe: Recipe) -> None:
         raise UsageError("; ".join(problems))
 
 
-def plan(recipe: Recipe, recipe_dir: Path, ws: Workspace, force: bool = False, until: str | None = None) -> Plan:
-    """Decide, per stage, whether to run or reuse it, and why."""
+def plan(
+    recipe: Recipe,
+    recipe_dir: Path,
+    ws: Workspace,
+    force: bool = False,
+    until: str | None = None,
+    forced_done: set[str] = frozenset(),
+) -> Plan:
+    """Decide, per stage, whether to run or reuse it, and why. ``forced_done``: stages already re-run by --force."""
     last = VERBS.index(until) if until else len(VERBS) - 1
     result = Plan()
     fps: dict[str, str] = {}
@@ -207,7 +228,7 @@ def plan(recipe: Recipe, recipe_dir: Path, ws: Workspace, force: bool = False, u
             continue
         inputs = {
             "stage": stage.name,
-            "reads": stage.reads(recipe, recipe_dir),
+            "reads": stage.reads(recipe, recipe_dir, ws),
             "after": {a: fps[a] for a in stage.after if a in fps},
             "libraries": {lib: version(lib) for lib in stage.libraries},
             "trtq": __version__,
@@ -216,7 +237,7 @@ def plan(recipe: Recipe, recipe_dir: Path, ws: Workspace, force: bool = False, u
         fps[stage.name] = fp
         stamp = ws.stamp(stage.name)
         upstream_rerun = [a for a in stage.after if a in reruns]
-        if force:
+        if force and stage.name not in forced_done:
             action, reason = "run", "--force"
         elif stamp is None:
             action, reason = "run", "no output yet"
@@ -227,7 +248,7 @@ def plan(recipe: Recipe, recipe_dir: Path, ws: Workspace, force: bool = False, u
         else:
             changed = [k.removeprefix("reads.") for k in changed_keys(stamp.get("inputs"), inputs)]
             action, reason = "run", "changed: " + (", ".join(changed) if changed else "inputs")
-        if action == "run":
+        if action == "run" or stage.name in forced_done:
             reruns.add(stage.name)
         result.steps.append(Step(stage, fp, inputs, action, reason))
     return result
@@ -258,26 +279,41 @@ def build(
     refuse_unsupported(recipe)
     ws = Workspace(root, recipe.name)
     with ws.lock(wait=wait):
-        the_plan = plan(recipe, recipe_dir, ws, force=force, until=until)
         ran: list[str] = []
         status = "complete" if until is None else f"incomplete (--until {until})"
         results: dict[str, Any] = {}
+        # Resolve first: later fingerprints may depend on the resolved model (the AWQ group size does).
+        first = plan(recipe, recipe_dir, ws, force=force, until="resolve")
+        the_plan = first
         try:
+            for step in first.steps:
+                _announce(step)
+                if step.action == "run":
+                    _run_stage(step, recipe, recipe_dir, ws)
+                    ran.append(step.stage.name)
+            the_plan = plan(recipe, recipe_dir, ws, force=force, until=until, forced_done=set(ran))
+            for step, earlier in zip(the_plan.steps, first.steps, strict=False):
+                if step.stage.name in ran:  # resolve ran in the first phase: report it as run, with its reason
+                    step.action, step.reason = earlier.action, earlier.reason
             for step in the_plan.steps:
-                if step.stage.name != "resolve":
-                    _check_layout_once(recipe, ws, results)
-                if step.action == "reuse":
-                    log.info("%-10s reused: %s", step.stage.name, step.reason)
+                if step.stage.name == "resolve":
                     continue
-                log.info("%-10s running: %s", step.stage.name, step.reason)
-                _run_stage(step, recipe, recipe_dir, ws)
-                ran.append(step.stage.name)
+                _check_layout_once(recipe, ws, results)
+                _announce(step)
+                if step.action == "run":
+                    _run_stage(step, recipe, recipe_dir, ws)
+                    ran.append(step.stage.name)
         except StageFailed as e:
             status = f"incomplete: {e}".split("\n")[0][:200]
             write_manifest(ws, recipe, the_plan, status, recipe_path)
             raise
         manifest = write_manifest(ws, recipe, the_plan, status, recipe_path)
     return Outcome(the_plan, ran, manifest, status)
+
+
+def _announce(step: Step) -> None:
+    verb = "reused" if step.action == "reuse" else "running"
+    log.info("%-10s %s: %s", step.stage.name, verb, step.reason)
 
 
 def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> None:
@@ -290,7 +326,7 @@ def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> N
     shape = ModelShape.from_config(read_config(model_dir(ws.stage_dir("resolve"))))
     check_layout(shape, recipe.parallel.tp, recipe.parallel.pp)
     if recipe.quantization.format not in UNQUANTIZED:
-        from builder.quantize_layout import check_quant_layout
+        from builder.layout import check_quant_layout
 
         check_quant_layout(shape, recipe)
     memo["layout_checked"] = True

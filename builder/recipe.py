@@ -89,7 +89,9 @@ class CalibrationSpec(_Section):
     text_field: str = Field("text", description="Field/column holding the text (.jsonl, .parquet, hf:)")
     config: str | None = Field(None, description="Dataset config name (hf:)")
     split: str = Field("train", description="Dataset split (hf:)")
-    samples: int = Field(128, ge=1, le=100_000)
+    samples: int | None = Field(
+        None, ge=1, le=100_000, description="Calibration windows; null = 128 (32 for AWQ, whose search is costly)"
+    )
     seq_len: int = Field(512, ge=8, le=131_072)
     batch_size: int = Field(1, ge=1, le=1024)
     seed: int = Field(0, ge=0)
@@ -212,6 +214,34 @@ class Recipe(_Section):
             raise ValueError(
                 f"model.dtype: quantization.format {fmt} exports {implied} weights but model.dtype is {dtype}: "
                 f"set model.dtype to auto or {implied}"
+            )
+        q = self.quantization
+        awq = fmt in ("int4_awq", "w4a8_awq")
+        if q.kv_cache == "int8" and fmt in ("fp8", "w4a8_awq"):
+            raise ValueError(
+                f"quantization.kv_cache: int8 cannot be combined with {fmt} (fp8 activations use fp8 attention): "
+                "use kv_cache fp8 or none"
+            )
+        if q.smoothquant_alpha is not None and fmt != "int8_sq":
+            raise ValueError(f"quantization.smoothquant_alpha: only applies to int8_sq, not {fmt}: remove it")
+        if q.awq_block_size != "auto" and not awq:
+            raise ValueError(
+                f"quantization.awq_block_size: only applies to int4_awq and w4a8_awq, not {fmt}: remove it"
+            )
+        valid_algos = {
+            "int8_sq": ("auto", "smoothquant", "max"),
+            "int4_awq": ("auto", "awq_lite", "awq_clip", "awq_full"),
+        }
+        valid_algos["w4a8_awq"] = valid_algos["int4_awq"]
+        allowed = valid_algos.get(fmt, ("auto", "max"))
+        if q.algorithm not in allowed:
+            raise ValueError(
+                f"quantization.algorithm: {q.algorithm} does not apply to {fmt}: use one of {', '.join(allowed)}"
+            )
+        if "hf" in self.targets and fmt in ("int8_wo", "int4_wo", "int8_sq"):
+            raise ValueError(
+                f"targets: the unified HF checkpoint cannot hold {fmt} (ModelOpt's HF export and TensorRT-LLM's "
+                "PyTorch backend support fp16, bf16, fp8, int4_awq, w4a8_awq): drop hf or change the format"
             )
         return self
 

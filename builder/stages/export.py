@@ -14,6 +14,7 @@ from typing import Any
 from builder._deps import require
 from builder._model import copy_tokenizer, export_dtype, load_model, read_config
 from builder.errors import StageFailed
+from builder.quant_formats import FORMATS, KV_ALGO, needs_calibration, trtllm_exclude_modules
 from builder.recipe import Recipe
 
 log = logging.getLogger("trtq.export")
@@ -22,7 +23,7 @@ log = logging.getLogger("trtq.export")
 def prepared_model(recipe: Recipe, model_dir: Path, quantize_dir: Path | None):
     """The model to export: restored with its calibrated quantizers when the format is quantized."""
     dtype = export_dtype(recipe.model.dtype, read_config(model_dir))
-    if quantize_dir is None:
+    if quantize_dir is None or not needs_calibration(recipe.quantization.format, recipe.quantization.kv_cache):
         return load_model(model_dir, dtype, recipe.model.trust_remote_code), dtype
     from builder.stages.quantize import restore_quantized
 
@@ -48,11 +49,32 @@ def export_checkpoint(recipe: Recipe, model_dir: Path, quantize_dir: Path | None
             inference_tensor_parallel=tp,
             inference_pipeline_parallel=pp,
         )
+    if FORMATS[recipe.quantization.format].modelopt_cfg is None and recipe.quantization.format not in ("fp16", "bf16"):
+        _mark_weight_only(out, recipe, model)
     log.info("TensorRT-LLM checkpoint: %s, tp=%d pp=%d, %s (%.1f s)", decoder, tp, pp, dtype, time.perf_counter() - t0)
     copy_tokenizer(model_dir, out)
     config = json.loads((out / "config.json").read_text())
-    check_checkpoint(out, tp, pp)
+    check_checkpoint(out, tp, pp, FORMATS[recipe.quantization.format].quant_algo, KV_ALGO[recipe.quantization.kv_cache])
     return config
+
+
+def _mark_weight_only(out: Path, recipe: Recipe, model) -> None:
+    """int8_wo/int4_wo: set quant_algo on the unquantized export, as TensorRT-LLM's quantize.py does; TensorRT-LLM
+    quantizes the weights per channel when it loads the checkpoint."""
+    from builder.errors import UsageError
+
+    linears = [n for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D") or n.endswith("lm_head")]
+    try:
+        exclude = trtllm_exclude_modules(linears, recipe.quantization.exclude)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    quant = dict(config.get("quantization") or {})
+    quant["quant_algo"] = FORMATS[recipe.quantization.format].quant_algo
+    quant["exclude_modules"] = exclude
+    config["quantization"] = quant
+    path.write_text(json.dumps(config, indent=4) + "\n")
 
 
 def export_hf(recipe: Recipe, model_dir: Path, quantize_dir: Path | None, out: Path) -> None:
@@ -69,11 +91,17 @@ def export_hf(recipe: Recipe, model_dir: Path, quantize_dir: Path | None, out: P
     log.info("unified HF checkpoint (%s)", dtype)
 
 
-def check_checkpoint(ckpt: Path, tp: int, pp: int) -> None:
-    """Check an exported checkpoint: mapping as asked, one file per rank, consistent shard shapes across tp ranks."""
+def check_checkpoint(ckpt: Path, tp: int, pp: int, quant_algo: str | None, kv_algo: str | None) -> None:
+    """Check an exported checkpoint: quant_algo and mapping as asked, one file per rank, consistent shard shapes."""
     from safetensors import safe_open
 
     config = json.loads((ckpt / "config.json").read_text())
+    quant = config.get("quantization") or {}
+    got_algo = (quant.get("quant_algo"), quant.get("kv_cache_quant_algo"))
+    if got_algo != (quant_algo, kv_algo):
+        raise StageFailed(
+            f"exported checkpoint {ckpt}: quant_algo/kv_cache_quant_algo are {got_algo}, expected {(quant_algo, kv_algo)}"
+        )
     mapping = config.get("mapping") or {}
     want = {"world_size": tp * pp, "tp_size": tp, "pp_size": pp}
     got = {k: mapping.get(k, 1 if k != "world_size" else None) for k in want}

@@ -1,0 +1,187 @@
+"""trtq's quantization formats: what each maps to in ModelOpt and what TensorRT-LLM must see in the checkpoint.
+
+Both ModelOpt generations are supported: the one in NVIDIA's 1.2.x container (0.3x: `quant_cfg` is a dict of
+pattern -> attributes) and PyPI's newest (0.4x: `quant_cfg` is a list of {"quantizer_name", "cfg", "enable"} entries).
+ModelOpt's *_CFG constants are deep-copied, never mutated.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    quant_algo: str | None  # TensorRT-LLM QuantAlgo the checkpoint must carry
+    modelopt_cfg: str | None  # name of the ModelOpt constant (None: no calibration of the weights)
+    awq: bool = False
+    hf_export: bool = True  # ModelOpt's unified HF export supports it (TensorRT-LLM PyTorch backend)
+    description: str = ""
+
+
+FORMATS: dict[str, FormatSpec] = {
+    "fp16": FormatSpec("fp16", None, None, description="unquantized float16"),
+    "bf16": FormatSpec("bf16", None, None, description="unquantized bfloat16"),
+    # Weight-only: TensorRT-LLM's own quantize.py exports unquantized weights and sets quant_algo; TensorRT-LLM
+    # quantizes them per channel when it loads the checkpoint (tensorrt_llm/models/modeling_utils.py
+    # preprocess_weights -> weight-only quantization). ModelOpt 0.37 mislabels int8 weight-only exports as
+    # W8A8_SQ_PER_CHANNEL and cannot export per-channel int4 at all, so trtq follows TensorRT-LLM here.
+    "int8_wo": FormatSpec("int8_wo", "W8A16", None, hf_export=False, description="int8 weights, fp16 activations"),
+    "int4_wo": FormatSpec("int4_wo", "W4A16", None, hf_export=False, description="int4 weights, fp16 activations"),
+    "int8_sq": FormatSpec(
+        "int8_sq", "W8A8_SQ_PER_CHANNEL", "INT8_SMOOTHQUANT_CFG", hf_export=False, description="SmoothQuant W8A8"
+    ),
+    "int4_awq": FormatSpec("int4_awq", "W4A16_AWQ", "INT4_AWQ_CFG", awq=True, description="AWQ int4 weights"),
+    "w4a8_awq": FormatSpec(
+        "w4a8_awq", "W4A8_AWQ", "W4A8_AWQ_BETA_CFG", awq=True, description="AWQ int4 weights, fp8 activations"
+    ),
+    "fp8": FormatSpec("fp8", "FP8", "FP8_DEFAULT_CFG", description="fp8 (e4m3) weights and activations"),
+}
+KV_ALGO = {"none": None, "fp8": "FP8", "int8": "INT8"}
+_KV_BITS: dict[str, Any] = {"fp8": (4, 3), "int8": 8}
+KV_PATTERN = "*[kv]_bmm_quantizer"
+
+DEFAULT_SMOOTHQUANT_ALPHA = 0.5  # TensorRT-LLM's convert_checkpoint default; ModelOpt's smoothquant() defaults to 1.0
+DEFAULT_AWQ_ALGORITHM = "awq_lite"
+
+
+def needs_calibration(fmt: str, kv_cache: str) -> bool:
+    """Whether the `quantize` stage runs: the format calibrates, or the KV cache needs scales."""
+    return FORMATS[fmt].modelopt_cfg is not None or kv_cache != "none"
+
+
+def _pattern(p: str) -> str:
+    return p if any(c in p for c in "*?[") else f"*{p}*"
+
+
+def build_config(
+    mtq,
+    fmt: str,
+    kv_cache: str,
+    exclude: tuple[str, ...],
+    *,
+    alpha: float | None = None,
+    block_size: int | None = None,
+    algorithm: str = "auto",
+) -> dict[str, Any]:
+    """The ModelOpt quantization config for a format, in the style of the installed ModelOpt (list or dict)."""
+    spec = FORMATS[fmt]
+    listy = isinstance(mtq.INT4_AWQ_CFG["quant_cfg"], list)
+    if spec.modelopt_cfg is not None:
+        cfg = copy.deepcopy(getattr(mtq, spec.modelopt_cfg))
+    else:  # KV-cache-only calibration for the unquantized and weight-only formats
+        cfg = {"quant_cfg": [{"quantizer_name": "*", "enable": False}] if listy else {"default": {"enable": False}}}
+        cfg["algorithm"] = "max"
+    rules = cfg["quant_cfg"]
+
+    if spec.awq and block_size is not None:
+        for wcfg in _weight_cfgs(rules, listy):
+            if "block_sizes" in wcfg:
+                wcfg["block_sizes"] = {**wcfg["block_sizes"], -1: block_size}
+    if spec.modelopt_cfg is not None:
+        if "lm_head" not in exclude:  # ModelOpt keeps lm_head unquantized by default; the recipe asked otherwise
+            _drop(rules, "*lm_head*", listy)
+        for p in exclude:
+            _add(rules, _pattern(p), None, listy)
+    if kv_cache != "none":
+        _add(rules, KV_PATTERN, {"num_bits": _KV_BITS[kv_cache], "axis": None}, listy)
+
+    if fmt == "int8_sq":
+        cfg["algorithm"] = {"method": "smoothquant", "alpha": DEFAULT_SMOOTHQUANT_ALPHA if alpha is None else alpha}
+        if algorithm == "max":
+            cfg["algorithm"] = "max"
+    elif spec.awq:
+        method = DEFAULT_AWQ_ALGORITHM if algorithm == "auto" else algorithm
+        base = cfg.get("algorithm")
+        extra = {k: v for k, v in base.items() if k != "method"} if isinstance(base, dict) else {}
+        cfg["algorithm"] = {"method": method, **(extra if method == "awq_lite" else {})}
+    elif algorithm not in ("auto", "max"):
+        raise ValueError(f"algorithm {algorithm} does not apply to {fmt}")
+    return cfg
+
+
+def _weight_cfgs(rules, listy: bool) -> list[dict]:
+    found = []
+    items = (
+        [e.get("cfg") for e in rules if e.get("quantizer_name") == "*weight_quantizer"]
+        if listy
+        else [rules.get("*weight_quantizer")]
+    )
+    for c in items:
+        if isinstance(c, list):
+            found += [x for x in c if isinstance(x, dict)]
+        elif isinstance(c, dict):
+            found.append(c)
+    return found
+
+
+def _add(rules, pattern: str, attrs: dict | None, listy: bool) -> None:
+    if listy:
+        rules.append(
+            {"quantizer_name": pattern, "enable": False} if attrs is None else {"quantizer_name": pattern, "cfg": attrs}
+        )
+    else:
+        rules[pattern] = {"enable": False} if attrs is None else {**attrs, "enable": True}
+
+
+def _drop(rules, pattern: str, listy: bool) -> None:
+    if listy:
+        rules[:] = [e for e in rules if e.get("quantizer_name") != pattern]
+    else:
+        rules.pop(pattern, None)
+
+
+# ------------------------------------------------------------------------------------ weight-only exclude patterns
+# HF linear names -> the TensorRT-LLM module they are fused into (tensorrt_llm/models/llama/convert.py and
+# gpt/convert.py name the same modules).
+_TRTLLM_LINEARS = {
+    "q_proj": "attention.qkv",
+    "k_proj": "attention.qkv",
+    "v_proj": "attention.qkv",
+    "o_proj": "attention.dense",
+    "gate_proj": "mlp.fc",
+    "up_proj": "mlp.gate",
+    "down_proj": "mlp.proj",
+    "attn.c_attn": "attention.qkv",
+    "attn.c_proj": "attention.dense",
+    "mlp.c_fc": "mlp.fc",
+    "mlp.c_proj": "mlp.proj",
+}
+
+
+def trtllm_exclude_modules(linear_names: list[str], exclude: tuple[str, ...]) -> list[str]:
+    """Map recipe exclude patterns (over HF module names) to TensorRT-LLM module names for a weight-only checkpoint.
+
+    Raises ValueError when a pattern excludes part of a fused module (q_proj without k_proj and v_proj).
+    """
+    import fnmatch
+    import re
+
+    groups: dict[str, dict[str, bool]] = {}
+    out: set[str] = set()
+    for name in linear_names:
+        hit = any(fnmatch.fnmatch(name, _pattern(p)) for p in exclude)
+        if name.endswith("lm_head") or name == "lm_head":
+            if hit:
+                out.add("lm_head")
+            continue
+        m = re.search(r"(?:layers|h)\.(\d+)\.(.+)$", name)
+        if not m:
+            continue
+        layer, tail = m.groups()
+        target = next((t for suffix, t in _TRTLLM_LINEARS.items() if tail.endswith(suffix)), None)
+        if target is None:
+            continue
+        groups.setdefault(f"transformer.layers.{layer}.{target}", {})[name] = hit
+    for trt_name, members in sorted(groups.items()):
+        if all(members.values()):
+            out.add(trt_name)
+        elif any(members.values()):
+            raise ValueError(
+                f"quantization.exclude: {', '.join(n for n, h in members.items() if h)} is fused with "
+                f"{', '.join(n for n, h in members.items() if not h)} into {trt_name}: exclude all of them or none"
+            )
+    return sorted(out)

@@ -1,0 +1,141 @@
+"""Stage `quantize`: calibrate with ModelOpt and keep the calibrated state, so exports never recalibrate.
+
+Output (`quantize/`): `modelopt_state.pth` (ModelOpt's own restore state, written with torch.save by this stage),
+`model.safetensors` (the calibrated weights and quantizer buffers: SmoothQuant and AWQ rescale weights in place),
+`calibration.json` (what was done, with which data, how long).
+
+Calibration runs on CUDA when a GPU is present (in the model's float16/bfloat16), else on the CPU in float32:
+CPU kernels for half precision are slow and less accurate, and the export casts to the checkpoint dtype anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from builder._deps import require, version
+from builder._model import export_dtype, load_model, read_config
+from builder.calib import documents, token_windows
+from builder.errors import UsageError
+from builder.layout import ModelShape, awq_block_size
+from builder.quant_formats import FORMATS, build_config
+from builder.recipe import Recipe
+
+log = logging.getLogger("trtq.quantize")
+
+STATE = "modelopt_state.pth"
+WEIGHTS = "model.safetensors"
+SUMMARY = "calibration.json"
+
+
+def calibration_device(requested: str) -> str:
+    torch = require("torch", "Calibration")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("calibration.device: cuda was asked for but no CUDA GPU is visible (use auto or cpu)")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def calibration_samples(recipe: Recipe) -> int:
+    """Recipe value, or the default: 128 windows; 32 for AWQ, whose search is costly (TensorRT-LLM caps it at 32)."""
+    if recipe.calibration.samples is not None:
+        return recipe.calibration.samples
+    return 32 if FORMATS[recipe.quantization.format].awq else 128
+
+
+def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> dict[str, Any]:
+    torch = require("torch", "Calibration")
+    mtq = require("modelopt.torch.quantization", "Calibration")
+    mto = require("modelopt.torch.opt", "Calibration")
+    transformers = require("transformers", "Calibration")
+    from safetensors.torch import save_model
+    from tqdm.auto import tqdm
+
+    q, c = recipe.quantization, recipe.calibration
+    config = read_config(model_dir)
+    shape = ModelShape.from_config(config)
+    block = awq_block_size(shape, recipe, log_choice=True) if FORMATS[q.format].awq else None
+    cfg = build_config(
+        mtq, q.format, q.kv_cache, q.exclude, alpha=q.smoothquant_alpha, block_size=block, algorithm=q.algorithm
+    )
+    device = calibration_device(c.device)
+    dtype = "float32" if device == "cpu" else export_dtype(recipe.model.dtype, config)
+    samples = calibration_samples(recipe)
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    t0 = time.perf_counter()
+    docs = documents(c, recipe_dir, limit_chars=max(200_000, samples * c.seq_len * 12))
+    data = token_windows(docs, tokenizer, samples, c.seq_len, c.seed)
+    log.info(
+        "calibration data: %s, %d x %d tokens (%.1f s)",
+        c.dataset,
+        data.shape[0],
+        data.shape[1],
+        time.perf_counter() - t0,
+    )
+    model = load_model(model_dir, dtype, recipe.model.trust_remote_code, device)
+    log.info(
+        "calibrating %s on %s in %s (%s)",
+        q.format + ("" if q.kv_cache == "none" else f" + kv {q.kv_cache}"),
+        device,
+        dtype,
+        _algo(cfg),
+    )
+
+    def forward_loop(m) -> None:
+        batches = range(0, data.shape[0], c.batch_size)
+        for i in tqdm(batches, desc="calibrating", unit="batch", leave=False, dynamic_ncols=True):
+            m(data[i : i + c.batch_size].to(device))
+
+    torch.manual_seed(c.seed)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        model = mtq.quantize(model, cfg, forward_loop)
+    seconds = time.perf_counter() - t0
+    log.info("calibrated in %.1f s", seconds)
+
+    torch.save(mto.modelopt_state(model), out / STATE)
+    save_model(model.cpu(), str(out / WEIGHTS))
+    summary = {
+        "format": q.format,
+        "kv_cache": q.kv_cache,
+        "algorithm": _algo(cfg),
+        "awq_block_size": block,
+        "samples": int(data.shape[0]),
+        "seq_len": int(data.shape[1]),
+        "dataset": c.dataset,
+        "device": device,
+        "dtype": dtype,
+        "seconds": round(seconds, 2),
+        "modelopt": version("nvidia-modelopt"),
+    }
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def restore_quantized(recipe: Recipe, model_dir: Path, quantize_dir: Path, export_dtype_name: str):
+    """Rebuild the calibrated model from the stage's files (on the CPU) for export."""
+    torch = require("torch", "Restoring the calibrated model")
+    mto = require("modelopt.torch.opt", "Restoring the calibrated model")
+    from safetensors.torch import load_model as load_weights
+
+    summary = json.loads((quantize_dir / SUMMARY).read_text())
+    model = load_model(model_dir, summary["dtype"], recipe.model.trust_remote_code)
+    # Our own file, written by the quantize stage above; ModelOpt's state holds Python objects, hence no weights_only.
+    state = torch.load(quantize_dir / STATE, weights_only=False, map_location="cpu")
+    model = mto.restore_from_modelopt_state(model, state)
+    load_weights(model, str(quantize_dir / WEIGHTS), strict=True)
+    log.debug("restored calibrated %s model for %s export", summary["format"], export_dtype_name)
+    return model.eval()
+
+
+def _algo(cfg: dict[str, Any]) -> str:
+    a = cfg.get("algorithm")
+    if isinstance(a, dict):
+        rest = ", ".join(f"{k}={v}" for k, v in a.items() if k != "method")
+        return f"{a.get('method')}" + (f" ({rest})" if rest else "")
+    return str(a)
