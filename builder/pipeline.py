@@ -54,6 +54,7 @@ class Stage:
     libraries: tuple[str, ...] = ()
     wanted: Callable[[Recipe], bool] = lambda r: True
     deliverable: bool = False  # part of the published artifact (listed in the manifest's files)
+    intact: Callable[[Path], bool] | None = None  # extra check that a completed output is still usable
 
 
 # ---------------------------------------------------------------------------------------------- stage adapters
@@ -138,7 +139,14 @@ def _reads_export(r: Recipe, recipe_dir: Path, ws: Workspace) -> dict[str, Any]:
 _EXPORT_LIBS = ("torch", "transformers", "nvidia-modelopt", "safetensors")
 
 STAGES: tuple[Stage, ...] = (
-    Stage("resolve", "resolve", _resolve, _reads_model, libraries=("transformers", "gguf", "huggingface-hub")),
+    Stage(
+        "resolve",
+        "resolve",
+        _resolve,
+        _reads_model,
+        libraries=("transformers", "gguf", "huggingface-hub"),
+        intact=lambda d: __import__("builder.stages.resolve", fromlist=["intact"]).intact(d),
+    ),
     Stage(
         "quantize",
         "quantize",
@@ -241,6 +249,8 @@ def plan(
             action, reason = "run", "--force"
         elif stamp is None:
             action, reason = "run", "no output yet"
+        elif stamp.get("fingerprint") == fp and stage.intact and not stage.intact(ws.stage_dir(stage.name)):
+            action, reason = "run", "its output refers to files that are gone"
         elif stamp.get("fingerprint") == fp:
             action, reason = "reuse", f"unchanged ({fp})"
         elif upstream_rerun:

@@ -1,6 +1,7 @@
 """Stage `resolve`: find the model's files (hub snapshot, local directory, or a GGUF file converted once).
 
-Output: `resolve/source.json` = {kind, model_dir, commit, ...}; for GGUF also `resolve/model/` (an HF checkpoint).
+Output: `resolve/source.json` = {kind, model_dir, commit, ...}. A GGUF file is converted once into an HF checkpoint in
+the shared cache ($TRTQ_CACHE, default ~/.cache/trtq/gguf/), keyed by the file and the transformers version.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from builder._deps import require
+from builder._deps import require, version
 from builder.errors import ModelSourceError
 from builder.fingerprint import file_identity
 from builder.recipe import ModelSpec
@@ -66,8 +67,7 @@ def identity(spec: ModelSpec, recipe_dir: Path) -> dict[str, Any]:
 def resolve(spec: ModelSpec, recipe_dir: Path, out: Path) -> dict[str, Any]:
     """Resolve the model into ``out``; returns (and writes) `source.json`."""
     if spec.kind == "gguf":
-        source = _from_gguf(gguf_path(spec, recipe_dir), out / "model")
-        source["model_dir"] = "model"  # inside this stage's directory: stored relative, the directory gets renamed
+        source = _from_gguf(gguf_path(spec, recipe_dir))
     elif spec.kind == "path":
         root = local_path(spec, recipe_dir)
         source = {"kind": "path", "model_dir": str(root), "commit": None}
@@ -76,6 +76,14 @@ def resolve(spec: ModelSpec, recipe_dir: Path, out: Path) -> dict[str, Any]:
     check_model_dir(out / source["model_dir"], spec)
     (out / "source.json").write_text(json.dumps(source, indent=2, sort_keys=True) + "\n")
     return source
+
+
+def intact(resolve_dir: Path) -> bool:
+    """A completed resolve stage is usable only while the model directory it points at is still there."""
+    try:
+        return (model_dir(resolve_dir) / "config.json").is_file()
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def model_dir(resolve_dir: Path) -> Path:
@@ -111,10 +119,41 @@ def check_model_dir(root: Path, spec: ModelSpec) -> None:
         log.warning("model.trust_remote_code is true: this build runs %s from %s", ", ".join(code), root)
 
 
-def _from_gguf(path: Path, dest: Path) -> dict[str, Any]:
+def cache_root() -> Path:
+    """Where conversions shared by all artifacts live: $TRTQ_CACHE, else ~/.cache/trtq."""
+    return Path(os.environ.get("TRTQ_CACHE") or Path.home() / ".cache" / "trtq")
+
+
+def _from_gguf(path: Path) -> dict[str, Any]:
+    """Convert a GGUF file once into a cached HF checkpoint shared by every recipe that uses it."""
+    import hashlib
+    import shutil
+
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise ModelSourceError(f"model.gguf: {path} is not a GGUF file (it does not start with the GGUF magic)")
+    ident = file_identity(path)
+    key = json.dumps({**ident, "transformers": version("transformers"), "layout": 1}, sort_keys=True)
+    dest = cache_root() / "gguf" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    source = {"kind": "gguf", "model_dir": str(dest), "commit": None, "gguf": ident}
+    if (dest / "config.json").is_file():
+        log.info("using the converted %s from the cache (%s)", path.name, dest)
+        return source
+    tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _convert_gguf(path, tmp)
+        if dest.exists():  # another build converted the same file meanwhile
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return source
+
+
+def _convert_gguf(path: Path, dest: Path) -> None:
     transformers = require("transformers", "Converting a GGUF model")
     torch = require("torch", "Converting a GGUF model")
     require("gguf", "Reading a GGUF model")
@@ -133,7 +172,6 @@ def _from_gguf(path: Path, dest: Path) -> dict[str, Any]:
     dest.mkdir(parents=True)
     model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
-    return {"kind": "gguf", "model_dir": str(dest), "commit": None, "gguf": file_identity(path)}
 
 
 def _gguf_dtype(path: Path, torch):
