@@ -95,6 +95,12 @@ def _engine(ctx: StageContext) -> dict[str, Any]:
     return build_engines(ctx.recipe, ctx.upstream("checkpoint"), ctx.out)
 
 
+def _engine_facts() -> dict[str, Any]:
+    from builder.stages.build import fingerprint_facts
+
+    return fingerprint_facts()  # TensorRT-LLM/TensorRT versions and the GPU's compute capability
+
+
 def _reads_model(r: Recipe, recipe_dir: Path) -> dict[str, Any]:
     from builder.stages.resolve import identity
 
@@ -151,7 +157,7 @@ STAGES: tuple[Stage, ...] = (
         "engine",
         "build",
         _engine,
-        lambda r, _: {"engine": r.engine.model_dump(mode="json")},
+        lambda r, _: {"engine": r.engine.model_dump(mode="json"), **_engine_facts()},
         after=("checkpoint",),
         libraries=("tensorrt-llm", "tensorrt"),
         wanted=lambda r: "engine" in r.targets,
