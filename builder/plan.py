@@ -277,7 +277,7 @@ def plan_report(config: dict[str, Any], recipe: Any, gpu: str) -> dict[str, Any]
         "pp": p.pp,
         "ranks": [
             {"rank": r, "checkpoint_bytes": c, "weight_bytes": w}
-            for r, (c, w) in enumerate(zip(est.checkpoint_bytes, est.weight_bytes))
+            for r, (c, w) in enumerate(zip(est.checkpoint_bytes, est.weight_bytes, strict=True))
         ],
         "kv_bytes_per_token": est.kv_bytes_per_token,
         "headroom_bytes": est.headroom_bytes,

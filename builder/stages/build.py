@@ -149,8 +149,10 @@ def preflight(recipe: Recipe, checkpoint: Path, gpus: list[Gpu] | None = None) -
     verdict = fit(est, gpu.memory_bytes)
     if not verdict.fits:
         alt = alternatives(config, est, gpu.memory_bytes, gpu.compute_capability)
-        raise UsageError(f"engine: {verdict.reason} on {gpu.name}: " + (
-            f"try {' or '.join(alt)}" if alt else "lower engine.max_seq_len / max_batch_size or use more GPUs"))
+        raise UsageError(
+            f"engine: {verdict.reason} on {gpu.name}: "
+            + (f"try {' or '.join(alt)}" if alt else "lower engine.max_seq_len / max_batch_size or use more GPUs")
+        )
     return gpu
 
 
@@ -257,5 +259,3 @@ def _tensorrt_version() -> str | None:
     except ImportError:
         return version("tensorrt")
     return str(getattr(tensorrt, "__version__", None) or version("tensorrt"))
-
-
