@@ -28,7 +28,14 @@ log = logging.getLogger("trtq.engine")
 CONTAINER = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
 # The TensorRT engine backend (trtllm-build, tensorrt_llm.builder, ModelRunner*) is removed from 1.3.0rc21 on.
 LAST_WITH_TRT_BACKEND = (1, 3, 0, "rc", 20)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "generation_config.json",
+    "chat_template.jinja",
+)
 
 
 # ---------------------------------------------------------------------------------------------- fingerprint
