@@ -73,14 +73,22 @@ def check_world(manifest: Manifest, artifact_dir: Path, world_size: int) -> None
 
 
 def decode(
-    generated: Sequence[int], end_id: int | None, max_new_tokens: int, stops: Sequence[Sequence[int]]
+    generated: Sequence[int],
+    end_id: int | None,
+    max_new_tokens: int,
+    stops: Sequence[Sequence[int]],
+    final: bool = True,
 ) -> TokenOutput:
-    """Turn one sequence's generated tokens into a TokenOutput: cut at end_id or a stop sequence, say why it ended."""
+    """Turn one sequence's generated tokens into a TokenOutput: cut at end_id or a stop sequence, say why it ended.
+
+    A final sequence that neither reached end_id nor a stop ended for length, or (shorter) at an EOS the runtime did
+    not count in its length. A non-final one (a streaming step) has finish_reason None unless it already ended.
+    """
     tokens = list(generated)
     if end_id is not None and end_id in tokens:
         return _cut_stops(tokens[: tokens.index(end_id)], "eos", stops)
     out = _cut_stops(tokens, None, stops)
-    if out.finish_reason is None:
+    if out.finish_reason is None and final:
         out.finish_reason = "length" if len(tokens) >= max_new_tokens else "eos"
     return out
 

@@ -140,10 +140,10 @@ class EngineRunner:
             return [self._decode(out, b, lengths[b], end_id, sampling) for b in range(len(batch))]
         return self._stream(out, batch, lengths, end_id, sampling, stream)
 
-    def _decode(self, out, b: int, prompt_len: int, end_id: int, sampling: Sampling) -> TokenOutput:
+    def _decode(self, out, b: int, prompt_len: int, end_id: int, sampling: Sampling, final: bool = True) -> TokenOutput:
         ids = out["output_ids"][b][0].tolist()
         seq_len = int(out["sequence_lengths"][b][0])
-        return decode(ids[prompt_len:seq_len], end_id, sampling.max_new_tokens, sampling.stop_token_ids)
+        return decode(ids[prompt_len:seq_len], end_id, sampling.max_new_tokens, sampling.stop_token_ids, final)
 
     def _stream(self, steps, batch, lengths, end_id, sampling: Sampling, stream) -> list[TokenOutput]:
         sent = [0] * len(batch)
@@ -152,7 +152,7 @@ class EngineRunner:
         for out in steps:
             last = out
             for b in range(len(batch)):
-                now = self._decode(out, b, lengths[b], end_id, sampling)
+                now = self._decode(out, b, lengths[b], end_id, sampling, final=False)
                 upto = len(now.token_ids) if now.finish_reason in ("eos", "stop") else len(now.token_ids) - keep
                 if upto > sent[b]:
                     stream(b, now.token_ids[sent[b] : upto])

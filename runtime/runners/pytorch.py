@@ -94,8 +94,8 @@ class PyTorchRunner:
             sent = 0
             result = self._llm.generate_async(prompt, sampling_params=params, streaming=True)
             for step in result:
-                now = self._decode(step, end_id, sampling)
-                done = step.finished or now.finish_reason == "stop"
+                now = self._decode(step, end_id, sampling, final=step.finished)
+                done = step.finished or now.finish_reason in ("eos", "stop")
                 upto = len(now.token_ids) if done else len(now.token_ids) - keep
                 if upto > sent:
                     stream(i, now.token_ids[sent:upto])
@@ -107,10 +107,10 @@ class PyTorchRunner:
         return results
 
     @staticmethod
-    def _decode(request_output, end_id: int | None, sampling: Sampling) -> TokenOutput:
+    def _decode(request_output, end_id: int | None, sampling: Sampling, final: bool = True) -> TokenOutput:
         out = request_output.outputs[0]
-        res = decode(out.token_ids, end_id, sampling.max_new_tokens, sampling.stop_token_ids)
-        if res.finish_reason != "stop":
+        res = decode(out.token_ids, end_id, sampling.max_new_tokens, sampling.stop_token_ids, final)
+        if res.finish_reason != "stop" and out.finish_reason is not None:
             res.finish_reason = {"length": "length", "stop": "eos"}.get(out.finish_reason, res.finish_reason)
         return res
 
