@@ -240,7 +240,8 @@ def alternatives(config: dict[str, Any], est: Estimate, gpu_memory_bytes: int, s
     cc = tuple(int(x) for x in sm.split("."))
     s = _shape(config)
     out = []
-    for tp in valid_tp(s):
+    same_format_runs = cc >= MIN_SM[est.format] and cc >= MIN_SM_KV[est.kv_cache]
+    for tp in valid_tp(s) if same_format_runs else ():
         if tp > est.tp and tp * est.pp <= 64:
             e = estimate(config, est.format, est.kv_cache, tp, est.pp, est.limits)
             if fit(e, gpu_memory_bytes).fits:
@@ -250,7 +251,8 @@ def alternatives(config: dict[str, Any], est: Estimate, gpu_memory_bytes: int, s
         if fmt == est.format or cc < MIN_SM[fmt] or cc < MIN_SM_KV[est.kv_cache] or tp_problems(s, est.tp):
             continue
         e = estimate(config, fmt, est.kv_cache, est.tp, est.pp, est.limits)
-        if e.largest_rank_weights < est.largest_rank_weights and fit(e, gpu_memory_bytes).fits:
+        smaller = e.largest_rank_weights < est.largest_rank_weights or not same_format_runs
+        if smaller and fit(e, gpu_memory_bytes).fits:
             out.append(f"format {fmt} at tp={est.tp}")
     return out
 
