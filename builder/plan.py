@@ -7,7 +7,8 @@ Per rank (tp x pp), it predicts:
 - the KV-cache bytes per token, and how many tokens of KV cache the GPU has room for after weights and headroom.
 
 Layout follows what ModelOpt's `export_tensorrt_llm_checkpoint` writes (measured, tests/plan): fused qkv, column-split
-qkv/fc/gate and row-split dense/proj across tp; the vocabulary embedding split by rows across tp on the first pp stage;
+qkv/fc/gate and row-split dense/proj across tp; the vocabulary (and GPT-2's position) embedding split by rows across
+tp on the first pp stage;
 lm_head split the same way on the last pp stage (also for tied embeddings); norms and row-parallel biases whole on each
 rank. Excluded modules (lm_head) stay 16-bit.
 
@@ -170,7 +171,8 @@ def _rank_bytes(config: dict[str, Any], fmt: str, tp: int, pp: int, pp_rank: int
     if pp_rank == 0:
         add(vocab_local * h * 2)  # vocab_embedding (rows split across tp)
         if kind == "gpt2":
-            add(int(config.get("n_positions") or config.get("max_position_embeddings") or 0) * h * 2)
+            positions = int(config.get("n_positions") or config.get("max_position_embeddings") or 0)
+            add(math.ceil(positions / tp) * h * 2)  # learned positions, rows split like the vocabulary
     if pp_rank == pp - 1:
         add(vocab_local * h * 2)  # lm_head, 16-bit (excluded from quantization)
         add(h * 2 * (2 if kind == "gpt2" else 1), 2 if kind == "gpt2" else 1)  # ln_f
@@ -247,13 +249,14 @@ def alternatives(config: dict[str, Any], est: Estimate, gpu_memory_bytes: int, s
             if fit(e, gpu_memory_bytes).fits:
                 out.append(f"tp={tp} (x pp={est.pp}) with {est.format}")
                 break
+    kv = est.kv_cache if cc >= MIN_SM_KV[est.kv_cache] else ("int8" if cc >= MIN_SM_KV["int8"] else "none")
     for fmt in ("fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "int4_wo"):
-        if fmt == est.format or cc < MIN_SM[fmt] or cc < MIN_SM_KV[est.kv_cache] or tp_problems(s, est.tp):
+        if fmt == est.format or cc < MIN_SM[fmt] or tp_problems(s, est.tp):
             continue
-        e = estimate(config, fmt, est.kv_cache, est.tp, est.pp, est.limits)
+        e = estimate(config, fmt, kv, est.tp, est.pp, est.limits)
         smaller = e.largest_rank_weights < est.largest_rank_weights or not same_format_runs
         if smaller and fit(e, gpu_memory_bytes).fits:
-            out.append(f"format {fmt} at tp={est.tp}")
+            out.append(f"format {fmt} at tp={est.tp}" + ("" if kv == est.kv_cache else f" with kv_cache {kv}"))
     return out
 
 
