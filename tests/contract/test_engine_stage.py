@@ -6,7 +6,7 @@ import json
 import shlex
 
 import pytest
-from conftest import fake_checkpoint
+from contract.fakes import fake_checkpoint
 from contract.standin import load_record
 
 from builder.errors import StageFailed, UsageError

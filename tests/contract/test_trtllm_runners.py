@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import fake_checkpoint, write_manifest
+from contract.fakes import fake_checkpoint, write_manifest
 
 pytest.importorskip("torch", reason="the TensorRT-LLM runners hand token ids over as torch tensors")
 
