@@ -175,7 +175,7 @@ def _kv_cache_type(name: str):
     return KVCacheType(name)
 
 
-def build_config(recipe: Recipe, ckpt_config: dict[str, Any]):
+def build_config(recipe: Recipe, ckpt_config: dict[str, Any], scratch_cache: Path | None = None):
     """The BuildConfig that `trtllm-build` would make from `trtllm_build_args` (same values, same fixed choices)."""
     from tensorrt_llm.builder import BuildConfig
     from tensorrt_llm.plugin import PluginConfig
@@ -202,7 +202,9 @@ def build_config(recipe: Recipe, ckpt_config: dict[str, Any]):
         kv_cache_type=_kv_cache_type(engine.kv_cache_type),
         strongly_typed=engine.strongly_typed,
         input_timing_cache=engine.timing_cache,
-        output_timing_cache=engine.timing_cache or "model.cache",
+        # Without a recipe cache, TensorRT's timing cache goes to a scratch file inside the stage (removed after the
+        # build), not to model.cache in the current directory as trtllm-build's default would.
+        output_timing_cache=engine.timing_cache or str(scratch_cache or "model.cache"),
         plugin_config=plugin,
     )
 
@@ -232,8 +234,10 @@ def build_engines(recipe: Recipe, checkpoint: Path, out: Path, recipe_file: str 
         log.info("workers %d: only %d ranks to build", workers, world)
     t0 = time.perf_counter()
     try:
-        parallel_build(model_config, str(checkpoint), build_config(recipe, ckpt_config), str(out),
+        scratch = out / "timing.cache"
+        parallel_build(model_config, str(checkpoint), build_config(recipe, ckpt_config, scratch), str(out),
                        workers=workers, log_level="info")  # fmt: skip
+        scratch.unlink(missing_ok=True)
     except (RuntimeError, AssertionError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise StageFailed(f"engine: TensorRT-LLM failed to build: {first} (reproduce with: {command})") from e

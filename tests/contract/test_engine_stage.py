@@ -33,6 +33,7 @@ def test_builds_one_engine_per_rank_with_conforming_calls(standin, tmp_path):
     (bc,) = standin.called("tensorrt_llm.builder.BuildConfig")
     assert bc["max_batch_size"] == 8 and bc["max_seq_len"] == 512 and bc["max_input_len"] == 256
     assert bc["kv_cache_type"].value == "paged" and bc["strongly_typed"] is True
+    assert bc["output_timing_cache"] == str(out / "timing.cache") and not (out / "timing.cache").exists()
     (pc,) = standin.called("tensorrt_llm.plugin.PluginConfig")
     assert pc["dtype"] == "float16" and pc["use_fused_mlp"] is True
     (pb,) = standin.called("tensorrt_llm.commands.build.parallel_build")
