@@ -229,9 +229,11 @@ def build_engines(recipe: Recipe, checkpoint: Path, out: Path, recipe_file: str 
     ckpt_config = json.loads((checkpoint / "config.json").read_text())
     model_config = PretrainedConfig.from_json_file(str(checkpoint / "config.json"))
     world = int((ckpt_config.get("mapping") or {}).get("world_size", 1))
-    workers = min(recipe.engine.workers, world)
+    gpu_count = max(1, len(local_gpus()))
+    workers = min(recipe.engine.workers, world, gpu_count)  # trtllm-build: min(cuda device count, --workers)
     if workers != recipe.engine.workers:
-        log.info("workers %d: only %d ranks to build", workers, world)
+        log.info("workers %d (asked %d): %d rank(s) to build on %d GPU(s)", workers, recipe.engine.workers, world,
+                 gpu_count)  # fmt: skip
     t0 = time.perf_counter()
     try:
         scratch = out / "timing.cache"

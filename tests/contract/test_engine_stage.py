@@ -184,3 +184,11 @@ def test_trtllm_version_parsing():
     for bad in ("1.3.0rc21", "1.3.0", "2.0.0"):
         with pytest.raises(StageFailed):
             check_trtllm_version(bad)
+
+
+def test_workers_are_capped_by_ranks_and_gpus(standin, fake_gpu, tmp_path):
+    from builder.stages.build import build_engines
+
+    ckpt = fake_checkpoint(tmp_path / "ckpt", tp=4)
+    build_engines(recipe(parallel={"tp": 4}, engine={"workers": 8}), ckpt, tmp_path / "out")
+    assert standin.called("tensorrt_llm.commands.build.parallel_build")[0]["workers"] == 1  # one (fake) GPU
