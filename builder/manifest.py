@@ -50,6 +50,7 @@ def write_manifest(ws: Workspace, recipe: Recipe, plan, status: str, recipe_path
         "stages": {k: {**v, "reused": False} for k, v in stages.items()},
         "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
         "hardware": results.get("engine", {}).get("hardware", {}),
+        "engine": {"trtllm_build": results["engine"].get("trtllm_build")} if "engine" in results else None,
         "files": sorted(files, key=lambda f: f["path"]),
     }
     if previous is not None and _same(previous, body):

@@ -39,6 +39,7 @@ class StageContext:
     recipe_dir: Path
     workspace: Workspace
     out: Path
+    recipe_path: Path | None = None  # the recipe file as the user named it (for messages that repeat the command)
 
     def upstream(self, stage: str) -> Path:
         return self.workspace.stage_dir(stage)
@@ -97,7 +98,14 @@ def _hf(ctx: StageContext) -> None:
 def _engine(ctx: StageContext) -> dict[str, Any]:
     from builder.stages.build import build_engines
 
-    return build_engines(ctx.recipe, ctx.upstream("checkpoint"), ctx.out)
+    recipe_file = str(ctx.recipe_path) if ctx.recipe_path else None
+    return build_engines(ctx.recipe, ctx.upstream("checkpoint"), ctx.out, recipe_file=recipe_file)
+
+
+def _engine_facts() -> dict[str, Any]:
+    from builder.stages.build import fingerprint_facts
+
+    return fingerprint_facts()  # TensorRT-LLM/TensorRT versions and the GPU's compute capability
 
 
 def _reads_model(r: Recipe, recipe_dir: Path, ws: Workspace) -> dict[str, Any]:
@@ -180,7 +188,7 @@ STAGES: tuple[Stage, ...] = (
         "engine",
         "build",
         _engine,
-        lambda r, d, ws: {"engine": r.engine.model_dump(mode="json")},
+        lambda r, d, ws: {"engine": r.engine.model_dump(mode="json"), **_engine_facts()},
         after=("checkpoint",),
         libraries=("tensorrt-llm", "tensorrt"),
         wanted=lambda r: "engine" in r.targets,
@@ -299,7 +307,7 @@ def build(
             for step in first.steps:
                 _announce(step)
                 if step.action == "run":
-                    _run_stage(step, recipe, recipe_dir, ws)
+                    _run_stage(step, recipe, recipe_dir, ws, recipe_path)
                     ran.append(step.stage.name)
             the_plan = plan(recipe, recipe_dir, ws, force=force, until=until, forced_done=set(ran))
             for step, earlier in zip(the_plan.steps, first.steps, strict=False):
@@ -311,7 +319,7 @@ def build(
                 _check_layout_once(recipe, ws, results)
                 _announce(step)
                 if step.action == "run":
-                    _run_stage(step, recipe, recipe_dir, ws)
+                    _run_stage(step, recipe, recipe_dir, ws, recipe_path)
                     ran.append(step.stage.name)
         except StageFailed as e:
             status = f"incomplete: {e}".split("\n")[0][:200]
@@ -342,11 +350,11 @@ def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> N
     memo["layout_checked"] = True
 
 
-def _run_stage(step: Step, recipe: Recipe, recipe_dir: Path, ws: Workspace) -> None:
+def _run_stage(step: Step, recipe: Recipe, recipe_dir: Path, ws: Workspace, recipe_path: Path | None) -> None:
     t0 = time.perf_counter()
     # Libraries print progress to stdout (ModelOpt's "current rank: 0 ..."); stdout belongs to --json output.
     with ws.writing(step.stage.name) as tmp, contextlib.redirect_stdout(sys.stderr):
-        ctx = StageContext(recipe, recipe_dir, ws, tmp)
+        ctx = StageContext(recipe, recipe_dir, ws, tmp, recipe_path)
         result = step.stage.run(ctx) or {}
         seconds = round(time.perf_counter() - t0, 3)
         stamp = {

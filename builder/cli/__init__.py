@@ -17,6 +17,7 @@ COMMANDS = {
     "build": ("builder.cli.build", "build", "Build an artifact from a recipe (resolve, quantize, export, engines)."),
     "validate": ("builder.cli.validate", "validate", "Check recipes and report every problem at once."),
     "schema": ("builder.cli.schema", "schema", "Print the recipe JSON Schema (for editor completion)."),
+    "plan": ("builder.cli.plan", "plan", "Predict per-rank GPU memory for a recipe and whether it fits a GPU."),
     "show": ("builder.cli.show", "show", "Show an artifact's manifest."),
     "ls": ("builder.cli.show", "ls", "List artifacts under the artifact root."),
 }
