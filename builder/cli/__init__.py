@@ -19,6 +19,8 @@ COMMANDS = {
     "schema": ("builder.cli.schema", "schema", "Print the recipe JSON Schema (for editor completion)."),
     "show": ("builder.cli.show", "show", "Show an artifact's manifest."),
     "ls": ("builder.cli.show", "ls", "List artifacts under the artifact root."),
+    "publish": ("builder.cli.publish", "publish", "Publish an artifact to hf://, s3://, oci:// or file://."),
+    "pull": ("builder.cli.pull", "pull", "Download an artifact, verify every sha256, check it runs here."),
 }
 
 
