@@ -37,6 +37,7 @@ def front_matter(m: Manifest) -> dict:
         tags.append(str(m.quantization["quant_algo"]).lower())
     tags.append("engine" if req.engine else "checkpoint")
     tags.append(f"tp{m.parallel.get('tp', 1)}-pp{m.parallel.get('pp', 1)}")
+    tags = list(dict.fromkeys(tags))  # "fp8" is both the format and the quant_algo
     meta: dict = {}
     base = m.source.get("hub")
     if base:
