@@ -35,7 +35,12 @@ from runtime.stores.oci_store import (
 
 log = logging.getLogger("trtq.publish")
 
-CHUNKED_FROM = 16 << 20  # files this large go in chunks (ORAS's plain PUT reads the whole file into memory)
+
+def _chunk_size() -> int:
+    """Files this large go up in chunks of this size (ORAS's plain PUT reads the whole file into memory)."""
+    import os
+
+    return int(os.environ.get("TRTQ_OCI_CHUNK_SIZE") or 16 << 20)
 
 
 def annotations(art: Publishable) -> dict[str, str]:
@@ -76,6 +81,7 @@ def publish(art: Publishable, loc: OciLocation, *, force: bool, public: bool = F
     reg = registry(loc)
     container = reg.get_container(f"{loc.registry}/{loc.repository}:{loc.tag}")
     uploaded = skipped = sent = 0
+    chunk = _chunk_size()
     try:
         head = reg.do_request(manifest_url(reg, loc), "HEAD", headers={"Accept": OCI_MANIFEST})
         if head.status_code == 200 and not force:
@@ -94,8 +100,8 @@ def publish(art: Publishable, loc: OciLocation, *, force: bool, public: bool = F
             if reg.do_request(blob_url(reg, loc, layer["digest"]), "HEAD").status_code == 200:
                 skipped += 1
                 continue
-            if f.size >= CHUNKED_FROM:
-                r = reg.chunked_upload(str(f.path), container, layer, chunk_size=CHUNKED_FROM)
+            if f.size >= chunk:
+                r = reg.chunked_upload(str(f.path), container, layer, chunk_size=chunk)
             else:
                 r = reg.put_upload(str(f.path), container, layer)
             if r.status_code not in (200, 201, 202):
