@@ -59,7 +59,12 @@ def make_artifact(
         p.write_bytes(data)
         rows.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     # What a real build leaves next to the deliverables, which must never be published.
-    for rel, data in {"resolve/source.json": b"{}", "checkpoint/.stage.json": b"{}", ".lock": b"pid 1", **(extra_files or {})}.items():
+    for rel, data in {
+        "resolve/source.json": b"{}",
+        "checkpoint/.stage.json": b"{}",
+        ".lock": b"pid 1",
+        **(extra_files or {}),
+    }.items():
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_bytes(data)
     manifest = {
@@ -70,10 +75,20 @@ def make_artifact(
         "trtq_version": "0.1.0",
         "recipe": {"name": name, "quantization": {"format": fmt, "kv_cache": "none"}},
         "source": source or {"kind": "hub", "hub": "HuggingFaceTB/SmolLM2-135M-Instruct", "commit": "a" * 40},
-        "quantization": {"format": fmt, "quant_algo": None if fmt in ("fp16", "bf16") else fmt.upper(), "kv_cache_quant_algo": None},
+        "quantization": {
+            "format": fmt,
+            "quant_algo": None if fmt in ("fp16", "bf16") else fmt.upper(),
+            "kv_cache_quant_algo": None,
+        },
         "parallel": {"tp": tp, "pp": pp, "world_size": tp * pp},
         "stages": {"checkpoint": {"fingerprint": "0123456789abcdef", "seconds": 1.0, "reused": False}},
-        "versions": {"torch": "2.13.0", "transformers": "5.14.1", "nvidia-modelopt": "0.47.0", "tensorrt-llm": None, "cuda": None},
+        "versions": {
+            "torch": "2.13.0",
+            "transformers": "5.14.1",
+            "nvidia-modelopt": "0.47.0",
+            "tensorrt-llm": None,
+            "cuda": None,
+        },
         "hardware": hardware or {},
         "files": rows,
         "verify": verify,
@@ -186,7 +201,8 @@ class Registry:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "serve", str(self.config)], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        self._log = open(self.log, "ab")  # noqa: SIM115 (the server writes to it until kill())
+        self.proc = subprocess.Popen([self.exe, "serve", str(self.config)], stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -202,6 +218,9 @@ class Registry:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
 
     def blob_path(self, digest: str) -> Path:
         hexd = digest.removeprefix("sha256:")
@@ -235,11 +254,3 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         sys.argv = old
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-@pytest.fixture
-def no_gpu(monkeypatch):
-    """This machine as compat sees it: no GPU, no TensorRT-LLM (without probing: no torch import)."""
-    from runtime import compat
-
-    monkeypatch.setattr(compat, "this_machine", lambda: compat.Machine())

@@ -60,7 +60,9 @@ def test_round_trip_layers_and_annotations(reg, tmp_path):
     h100 = compat.Machine((compat.Gpu("NVIDIA H100 80GB HBM3", "9.0"),), "1.2.1", "10.13.2", "nvidia-smi")
     got = pull(url, tmp_path / "got", machine=h100)
     assert got.resolved == r["revision"] and got.findings == []
-    assert tree_hashes(tmp_path / "got") == {k: v for k, v in tree_hashes(art).items() if k in [*files, "manifest.json"]}
+    assert tree_hashes(tmp_path / "got") == {
+        k: v for k, v in tree_hashes(art).items() if k in [*files, "manifest.json"]
+    }
 
 
 def test_oras_pull_gives_the_same_directory(reg, tmp_path):
@@ -71,7 +73,9 @@ def test_oras_pull_gives_the_same_directory(reg, tmp_path):
     publish_artifact(art, f"oci://{reg.host}/trtq/tiny:v1")
     client = oras.provider.Registry(hostname=reg.host, insecure=True)
     client.pull(target=f"{reg.host}/trtq/tiny:v1", outdir=str(tmp_path / "oras"))
-    assert tree_hashes(tmp_path / "oras") == {k: v for k, v in tree_hashes(art).items() if k in [*DEFAULT_FILES, "manifest.json"]}
+    assert tree_hashes(tmp_path / "oras") == {
+        k: v for k, v in tree_hashes(art).items() if k in [*DEFAULT_FILES, "manifest.json"]
+    }
 
 
 def test_existing_tag_is_refused_unless_forced(reg, tmp_path):

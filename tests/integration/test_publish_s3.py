@@ -45,7 +45,9 @@ def test_round_trip_with_multipart_and_sha256_metadata(s3, tmp_path):
     assert head["ETag"].endswith('-11"')  # 179,200 bytes in 16 KiB parts: a real multipart object
     assert head["Metadata"]["sha256"] == make_artifact.__globals__["hashlib"].sha256(DEFAULT_FILES[RANK0]).hexdigest()
     got = pull(url, tmp_path / "got", machine=compat.Machine())
-    assert got.files == 3 and tree_hashes(tmp_path / "got") == tree_hashes(art, skip=("resolve", ".lock", "checkpoint/.stage.json"))
+    assert got.files == 3 and tree_hashes(tmp_path / "got") == tree_hashes(
+        art, skip=("resolve", ".lock", "checkpoint/.stage.json")
+    )
 
 
 def test_existing_prefix_is_refused_unless_forced(s3, tmp_path):
@@ -128,7 +130,9 @@ def test_interrupted_pull_resumes_with_a_range_request(s3, tmp_path, monkeypatch
 
     def recording():
         c = real()
-        c.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **kw: ranges.append(params.get("Range")))
+        c.meta.events.register(
+            "before-parameter-build.s3.GetObject", lambda params, **kw: ranges.append(params.get("Range"))
+        )
         return c
 
     monkeypatch.setattr(s3_store, "client", recording)

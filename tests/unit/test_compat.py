@@ -18,7 +18,9 @@ def _engine(tmp_path, **kw):
     return read_manifest(make_artifact(tmp_path / "a", files, hardware=H100, **kw))
 
 
-@pytest.mark.parametrize("raw, cc", [("9.0", "9.0"), ([8, 9], "8.9"), (90, "9.0"), ("sm_89", "8.9"), ("sm100", "10.0"), (None, None)])
+@pytest.mark.parametrize(
+    "raw, cc", [("9.0", "9.0"), ([8, 9], "8.9"), (90, "9.0"), ("sm_89", "8.9"), ("sm100", "10.0"), (None, None)]
+)
 def test_compute_capability_forms(raw, cc):
     assert _cc(raw) == cc
 
@@ -27,7 +29,10 @@ def test_engine_requirements_and_summary(tmp_path):
     m = _engine(tmp_path, tp=2)
     req = requirements(m)
     assert req.engine and req.compute_capability == "9.0" and req.tensorrt_llm == "1.2.1"
-    assert req.summary() == "GPU compute capability 9.0 (NVIDIA H100 80GB HBM3), 2 GPUs (tp x pp), TensorRT-LLM 1.2.1, TensorRT 10.13.2"
+    assert (
+        req.summary()
+        == "GPU compute capability 9.0 (NVIDIA H100 80GB HBM3), 2 GPUs (tp x pp), TensorRT-LLM 1.2.1, TensorRT 10.13.2"
+    )
 
 
 def test_engine_on_another_architecture_is_an_error(tmp_path):

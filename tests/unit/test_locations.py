@@ -56,7 +56,9 @@ def test_mistakes_say_how_to_write_it(url, says):
     assert says in str(e.value)
 
 
-@pytest.mark.parametrize("url", ["s3://AKIA:secretvalue@bucket/p", "oci://me:secretvalue@ghcr.io/a/b:t", "hf://tok:secretvalue@a/b"])
+@pytest.mark.parametrize(
+    "url", ["s3://AKIA:secretvalue@bucket/p", "oci://me:secretvalue@ghcr.io/a/b:t", "hf://tok:secretvalue@a/b"]
+)
 def test_credentials_in_urls_are_refused_and_never_echoed(url):
     with pytest.raises(LocationError) as e:
         parse_location(url)

@@ -12,7 +12,14 @@ from builder.publish import publish_artifact
 from builder.publish._artifact import PublishRefused
 from runtime import compat
 from runtime.pull import IncompatibleError, IntegrityError, PullError, PullRefused, pull
-from tests._publish import DEFAULT_FILES, make_artifact, no_gpu, run_cli, tree_hashes  # noqa: F401 (fixture)
+from tests._publish import DEFAULT_FILES, make_artifact, run_cli, tree_hashes
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """This machine as compat sees it: no GPU, no TensorRT-LLM (and no probing, so no torch import)."""
+    monkeypatch.setattr(compat, "this_machine", lambda: compat.Machine())
+
 
 H100 = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt_llm": "1.2.1", "tensorrt": "10.13.2"}
 
@@ -129,7 +136,9 @@ def test_interrupted_pull_resumes_from_where_it_stopped(tmp_path, monkeypatch):
     r = pull(f"file://{tmp_path}/store", tmp_path / "got", machine=compat.Machine())
     assert r.resumed_files == 1
     # config.json was complete before; of rank0 only the second half moved; tokenizer.json never arrived before.
-    assert r.downloaded_bytes == len(DEFAULT_FILES["checkpoint/rank0.safetensors"]) - half + len(DEFAULT_FILES["checkpoint/tokenizer.json"])
+    assert r.downloaded_bytes == len(DEFAULT_FILES["checkpoint/rank0.safetensors"]) - half + len(
+        DEFAULT_FILES["checkpoint/tokenizer.json"]
+    )
     assert tree_hashes(tmp_path / "got") == tree_hashes(tmp_path / "store")
 
 
@@ -201,6 +210,8 @@ def test_cli_exit_codes_and_messages(tmp_path, capsys, no_gpu):
 
 def test_cli_publish_finds_artifact_by_name_under_root(tmp_path, capsys):
     make_artifact(tmp_path / "engines" / "smol", name="smol")
-    code, out, err = run_cli(["publish", "smol", "--root", tmp_path / "engines", "--to", f"file://{tmp_path}/s"], capsys)
+    code, out, err = run_cli(
+        ["publish", "smol", "--root", tmp_path / "engines", "--to", f"file://{tmp_path}/s"], capsys
+    )
     assert code == 0, err
     assert (tmp_path / "s/manifest.json").is_file() and "published" in out

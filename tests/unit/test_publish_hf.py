@@ -30,7 +30,14 @@ class FakeHub:
     def __init__(self, monkeypatch, files=(".gitattributes",), branches=("main",)):
         self.calls: list[tuple[str, tuple, dict]] = []
         self.files, self.branches = list(files), list(branches)
-        for name in ("create_repo", "list_repo_refs", "list_repo_files", "create_branch", "create_commit", "model_info"):
+        for name in (
+            "create_repo",
+            "list_repo_refs",
+            "list_repo_files",
+            "create_branch",
+            "create_commit",
+            "model_info",
+        ):
             monkeypatch.setattr(HfApi, name, self._recorder(name))
 
     def _recorder(self, name):
@@ -107,7 +114,9 @@ def test_new_branch_is_created_and_committed_to(tmp_path, monkeypatch):
 
 def test_existing_revision_is_refused_without_force(tmp_path, monkeypatch):
     hub = FakeHub(monkeypatch, files=[".gitattributes", "manifest.json", "checkpoint/old.safetensors"])
-    with pytest.raises(PublishRefused, match=r"hf://me/x already holds a published artifact \(manifest.json\).*--force"):
+    with pytest.raises(
+        PublishRefused, match=r"hf://me/x already holds a published artifact \(manifest.json\).*--force"
+    ):
         publish_artifact(make_artifact(tmp_path / "a"), "hf://me/x")
     assert "create_commit" not in hub.names()
 
