@@ -27,7 +27,7 @@ from typing import Any
 from runtime import compat
 from runtime.locations import LocationError, parse_location
 from runtime.manifest import FILENAME, SCHEMA_VERSION, Manifest
-from runtime.stores import StoreError, open_store
+from runtime.stores import MissingClient, StoreError, open_store
 
 log = logging.getLogger("trtq.pull")
 
@@ -148,6 +148,8 @@ def pull(
     try:
         store = open_store(location)
         manifest_data = store.manifest_bytes()
+    except MissingClient as e:
+        raise PullRefused(str(e)) from None
     except StoreError as e:
         raise PullError(str(e)) from None
     manifest = parse_manifest(manifest_data, where)

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder.errors import UsageError
+from builder.errors import MissingDependency, UsageError
 from runtime.locations import LocationError, parse_location
+from runtime.stores import MissingClient
 
 log = logging.getLogger("trtq.publish")
 
@@ -44,7 +45,10 @@ def publish_artifact(
         log.warning("publishing %s although its status is '%s' (--allow-unverified)", artifact_dir, art.manifest.status)
     module = importlib.import_module(f"builder.publish.{location.scheme}")
     log.info("publishing %s (%d files, %d bytes) to %s", artifact_dir, len(art.all_files), art.total_bytes, location)
-    result = module.publish(art, location, force=force, public=public)
+    try:
+        result = module.publish(art, location, force=force, public=public)
+    except MissingClient as e:
+        raise MissingDependency(str(e)) from None
     return {
         "artifact": str(artifact_dir),
         "url": str(location),

@@ -23,6 +23,10 @@ class StoreError(Exception):
     """The store could not be read (not found, refused, connection lost). The message names the URL and the fix."""
 
 
+class MissingClient(StoreError):
+    """The client library for a scheme is not installed (boto3, oras). The message names the extra to install."""
+
+
 class Store(Protocol):
     resolved: str | None  # the immutable version read (commit sha, manifest digest), once known
 
@@ -58,6 +62,6 @@ def require(module: str, scheme: str):
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
             raise
-        raise StoreError(
+        raise MissingClient(
             f"{scheme}:// needs the '{module.split('.')[0]}' package, which is not installed: pip install 'trtq[publish]'"
         ) from e

@@ -215,3 +215,11 @@ def test_cli_publish_finds_artifact_by_name_under_root(tmp_path, capsys):
     )
     assert code == 0, err
     assert (tmp_path / "s/manifest.json").is_file() and "published" in out
+
+
+def test_missing_client_library_names_the_extra(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # what `import boto3` sees when it is not installed
+    code, _, err = run_cli(["publish", make_artifact(tmp_path / "a"), "--to", "s3://models/x"], capsys)
+    assert code == 2 and "s3:// needs the 'boto3' package" in err and "pip install 'trtq[publish]'" in err
