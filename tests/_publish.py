@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def moto_s3(monkeypatch, bucket: str = "models"):
 class Registry:
     """Debian's docker-registry on 127.0.0.1:port with its blobs in ``storage`` (survives stop/start)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, htpasswd: tuple[str, str] | None = None) -> None:
         exe = shutil.which("docker-registry")
         if exe is None:
             pytest.skip("docker-registry is not installed (apt-get install -y docker-registry)")
@@ -191,11 +192,15 @@ class Registry:
         self.host = f"127.0.0.1:{self.port}"
         self.storage = workdir / "storage"
         self.config = workdir / "config.yml"
+        auth = ""
+        if htpasswd is not None:
+            (workdir / "htpasswd").write_text(f"{htpasswd[0]}:{_bcrypt(htpasswd[1])}\n")
+            auth = f"auth: {{htpasswd: {{realm: trtq-test, path: {workdir / 'htpasswd'}}}}}\n"
         self.config.write_text(
             "version: 0.1\n"
             "log: {level: error, accesslog: {disabled: true}}\n"
             f"storage: {{filesystem: {{rootdirectory: {self.storage}}}, delete: {{enabled: true}}}}\n"
-            f"http: {{addr: '{self.host}'}}\n"
+            f"http: {{addr: '{self.host}'}}\n" + auth
         )
         self.log = workdir / "registry.log"
         self.proc: subprocess.Popen | None = None
@@ -207,9 +212,15 @@ class Registry:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://{self.host}/v2/", timeout=0.5) as r:
-                if r.status == 200:
+            try:
+                with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=0.5) as r:
+                    if r.status == 200:
+                        return
+            except urllib.error.HTTPError as e:
+                if e.code == 401:  # up, and asking for a login
                     return
+            except OSError:
+                pass
             time.sleep(0.05)
         raise RuntimeError("docker-registry did not answer on /v2/ within 15 s")
 
@@ -227,9 +238,25 @@ class Registry:
         return self.storage / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
 
 
+def _bcrypt(password: str) -> str:
+    """A bcrypt hash for the registry's htpasswd file, from the C library's crypt (Python <= 3.12)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:
+            pytest.skip("no bcrypt available to write an htpasswd file (Python's crypt module is gone in 3.13)")
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    if not hashed or not hashed.startswith("$2"):
+        pytest.skip("this C library's crypt() has no bcrypt")
+    return hashed
+
+
 @contextlib.contextmanager
-def registry(workdir: Path):
-    reg = Registry(workdir)
+def registry(workdir: Path, htpasswd: tuple[str, str] | None = None):
+    reg = Registry(workdir, htpasswd)
     reg.start()
     try:
         yield reg

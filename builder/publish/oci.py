@@ -23,6 +23,7 @@ from runtime import compat
 from runtime.locations import OciLocation
 from runtime.stores.oci_store import (
     ARTIFACT_TYPE,
+    AUTH_HINT,
     CONFIG_MEDIA_TYPE,
     FILE_MEDIA_TYPE,
     OCI_MANIFEST,
@@ -126,6 +127,8 @@ def publish(art: Publishable, loc: OciLocation, *, force: bool, public: bool = F
         if r.status_code not in (200, 201):
             raise PublishFailed(f"{loc}: writing the tag: registry answered HTTP {r.status_code}: {_auth_hint(r)}")
         digest = r.headers.get("Docker-Content-Digest")
+    except ValueError as e:  # ORAS: an upload session the registry did not open (refused, or not a registry)
+        raise PublishFailed(f"{loc}: {str(e).splitlines()[0]}") from None
     except transport_errors() as e:
         raise PublishFailed(
             f"{loc}: connection to the registry lost ({type(e).__name__}): the blobs uploaded so far are kept; "
@@ -142,7 +145,7 @@ def publish(art: Publishable, loc: OciLocation, *, force: bool, public: bool = F
 
 def _auth_hint(r) -> str:
     if r.status_code in (401, 403):
-        return "not allowed: log in (oras login / docker login, or ORAS_USER and ORAS_PASS)"
+        return AUTH_HINT
     try:
         errors = r.json().get("errors") or []
         return "; ".join(str(e.get("message", e)) for e in errors) or r.reason

@@ -23,31 +23,70 @@ CONFIG_MEDIA_TYPE = "application/vnd.trtq.manifest.v1+json"
 FILE_MEDIA_TYPE = "application/vnd.trtq.file.v1"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
+AUTH_HINT = (
+    "the registry refused access: log in (oras login / docker login write ~/.docker/config.json), "
+    "or set ORAS_USER and ORAS_PASS"
+)
 
 
 def registry(location: OciLocation) -> Any:
-    """An ORAS registry client for ``location`` with short retries (ORAS's own wait minutes on a dead server)."""
+    """An ORAS registry client for ``location``: short retries, and both registry auth schemes.
+
+    ORAS's own request loop waits minutes on a dead server and only speaks Bearer-token auth; registries with
+    htpasswd (Basic) auth, as docker-registry, need Basic credentials sent with every request.
+    """
     require("oras", "oci")
     import oras.provider
     import requests
 
     class _Registry(oras.provider.Registry):
-        attempts = int(os.environ.get("TRTQ_OCI_ATTEMPTS", "3"))
+        attempts = max(1, int(os.environ.get("TRTQ_OCI_ATTEMPTS", "3")))
+        basic: str | None = None  # set once the registry asked for Basic auth and we hold credentials
 
         def do_request(self, url, method="GET", data=None, headers=None, json=None, stream=False):
-            raw = oras.provider.Registry.do_request.__wrapped__  # ORAS's request without its 5-try backoff
+            headers = dict(headers or {})
             for attempt in range(self.attempts):
                 try:
-                    return raw(self, url, method, data=data, headers=headers, json=json, stream=stream)
+                    return self._authenticated(url, method, data, headers, json, stream)
                 except requests.exceptions.ConnectionError:
-                    if attempt + 1 == self.attempts or not isinstance(data, (bytes, type(None))):
+                    if attempt + 1 == self.attempts:
                         raise
                     time.sleep(0.5 * 2**attempt)
             raise AssertionError("unreachable")
 
+        def _send(self, url, method, data, headers, json, stream):
+            if self.basic:
+                headers["Authorization"] = f"Basic {self.basic}"
+            elif getattr(self.auth, "token", None):
+                headers.update(self.auth.get_auth_header())
+            return self.session.request(
+                method, url, data=data, json=json, headers=headers, stream=stream, verify=self._tls_verify
+            )
+
+        def _authenticated(self, url, method, data, headers, json, stream):
+            r = self._send(url, method, data, headers, json, stream)
+            if r.status_code != 401:
+                return r
+            challenge = r.headers.get("Www-Authenticate", "")
+            if challenge.lower().startswith("basic"):
+                creds = getattr(self.auth, "_basic_auth", None)
+                if not creds or self.basic:
+                    return r  # no credentials, or they were refused: the caller reports the 401
+                self.basic = creds
+                return self._send(url, method, data, headers, json, stream)
+            headers, changed = self.auth.authenticate_request(r, headers)  # Bearer: ORAS fetches a token
+            if not changed:
+                return r
+            return self._send(url, method, data, headers, json, stream)
+
     reg = _Registry(hostname=location.registry, insecure=location.plain_http)
     container = reg.get_container(f"{location.registry}/{location.repository}:{location.tag or 'latest'}")
-    reg.auth.load_configs(container)
+    # Docker's own lookup: $DOCKER_CONFIG/config.json, else ~/.docker/config.json (ORAS reads only the latter).
+    docker_dir = os.environ.get("DOCKER_CONFIG")
+    configs = [os.path.join(docker_dir, "config.json")] if docker_dir else None
+    if configs and not os.path.exists(configs[0]):
+        configs = None
+    reg.auth.load_configs(container, configs=configs)
     user, password = os.environ.get("ORAS_USER"), os.environ.get("ORAS_PASS")
     if user and password:
         reg.auth.set_basic_auth(user, password)
@@ -82,6 +121,8 @@ class OciStore:
             raise StoreError(f"{self.loc}: cannot reach the registry ({type(e).__name__}): {what}") from None
         if r.status_code == 404:
             raise StoreError(f"{self.loc}: {what} not found in the registry")
+        if r.status_code in (401, 403):
+            raise StoreError(f"{self.loc}: {what}: {AUTH_HINT}")
         if r.status_code not in (200, 206):
             raise StoreError(f"{self.loc}: {what}: registry answered HTTP {r.status_code}")
         return r

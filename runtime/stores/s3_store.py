@@ -75,7 +75,14 @@ class S3Store:
         if offset == size:
             return
         try:
-            obj = self.client.get_object(Bucket=self.loc.bucket, Key=self.loc.key(rel), Range=f"bytes={offset}-")
+            try:
+                obj = self.client.get_object(Bucket=self.loc.bucket, Key=self.loc.key(rel), Range=f"bytes={offset}-")
+            except client_errors() as e:
+                if offset == 0 or getattr(e, "response", {}).get("Error", {}).get("Code") != "InvalidRange":
+                    raise
+                # The stored object is shorter than our partial file: it changed; start this file over.
+                dest.unlink()
+                obj = self.client.get_object(Bucket=self.loc.bucket, Key=self.loc.key(rel))
             with open(dest, "ab") as f:
                 for chunk in obj["Body"].iter_chunks(CHUNK):
                     f.write(chunk)

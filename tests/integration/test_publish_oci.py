@@ -141,3 +141,48 @@ def test_missing_tag_is_a_clear_error(reg, tmp_path):
 
     with pytest.raises(PullError, match="the tag not found in the registry"):
         pull(f"oci://{reg.host}/trtq/nothing:v9", tmp_path / "got", machine=compat.Machine())
+
+
+def test_registry_with_login(tmp_path, monkeypatch, capsys):
+    """htpasswd (Basic) auth: refused with a clear message without credentials; ORAS_USER/ORAS_PASS or the docker
+    config's `auths` let it through; the password is never printed or stored."""
+    import base64
+
+    from tests._publish import run_cli
+
+    secret = "CANARYregistryPASS0123"
+    monkeypatch.setenv("TRTQ_OCI_ATTEMPTS", "1")
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    (docker / "config.json").write_text("{}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+    monkeypatch.delenv("ORAS_USER", raising=False)
+    monkeypatch.delenv("ORAS_PASS", raising=False)
+    from runtime import compat as compat_module
+
+    monkeypatch.setattr(compat_module, "this_machine", lambda: compat_module.Machine())
+    work = tmp_path / "registry"
+    work.mkdir()
+    art = make_artifact(tmp_path / "a")
+    with registry(work, htpasswd=("trtq", secret)) as reg:
+        url = f"oci://{reg.host}/trtq/tiny:v1"
+        code, _, err = run_cli(["publish", art, "--to", url], capsys)
+        assert code == 1 and "the registry refused access: log in" in err and "ORAS_USER" in err
+
+        monkeypatch.setenv("ORAS_USER", "trtq")
+        monkeypatch.setenv("ORAS_PASS", secret)
+        code, out, err = run_cli(["publish", art, "--to", url, "-v"], capsys)
+        assert code == 0, err
+        assert secret not in out + err
+
+        monkeypatch.delenv("ORAS_USER")
+        monkeypatch.delenv("ORAS_PASS")
+        auth = base64.b64encode(f"trtq:{secret}".encode()).decode()
+        (docker / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
+        code, out, err = run_cli(["pull", url, tmp_path / "got", "-v"], capsys)
+        assert code == 0, err
+        assert secret not in out + err and auth not in out + err
+        assert secret not in (tmp_path / "got/manifest.json").read_text()
+        for p in reg.storage.rglob("*"):
+            if p.is_file():
+                assert secret.encode() not in p.read_bytes() and auth.encode() not in p.read_bytes()
