@@ -59,7 +59,7 @@ def publish(artifact, urls, root, force, allow_unverified, public, as_json, verb
             click.echo(
                 f"published {path} to {r['url']}: {r['files']} files, {r['bytes']} bytes "
                 f"({r['uploaded']} uploaded{resumed}) in {r['seconds']:.1f} s"
-                + (f"\n  {r['location']}" if r.get("location") and r["location"] != r["url"] else "")
+                + (f"\n  {r['location']}" if r.get("location") and r["scheme"] != "file" else "")
             )
     if as_json:
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))

@@ -53,8 +53,6 @@ def pull(url, dest, root, force, ignore_compat, as_json, verbose) -> None:
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
-    for f in result.findings:
-        click.echo(f"{f.level}: {f.message}", err=True)
     if result.up_to_date:
         click.echo(f"{result.dest}: already up to date ({result.files} files verified, sha256)")
     else:
