@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -52,7 +53,19 @@ def publish(artifact, urls, root, force, allow_unverified, public, as_json, verb
     path = artifact_path(artifact, root)
     results = []
     for url in urls:
-        r = publish_artifact(path, url, force=force, allow_unverified=allow_unverified, public=public)
+        bar = _Bar(url) if not as_json and sys.stderr.isatty() else None
+        try:
+            r = publish_artifact(
+                path,
+                url,
+                force=force,
+                allow_unverified=allow_unverified,
+                public=public,
+                progress=bar.update if bar else None,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
         results.append(r)
         if not as_json:
             resumed = f", {r['skipped']} already there" if r.get("skipped") else ""
@@ -63,3 +76,21 @@ def publish(artifact, urls, root, force, allow_unverified, public, as_json, verb
             )
     if as_json:
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+
+
+class _Bar:
+    """A byte progress bar on stderr, created on the first update (when the total is known)."""
+
+    def __init__(self, label: str):
+        self.label, self.bar = label, None
+
+    def update(self, n: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=self.label, leave=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,19 @@ log = logging.getLogger("trtq.publish")
 
 
 def publish_artifact(
-    artifact_dir: Path, url: str, *, force: bool = False, allow_unverified: bool = False, public: bool = False
+    artifact_dir: Path,
+    url: str,
+    *,
+    force: bool = False,
+    allow_unverified: bool = False,
+    public: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Publish the artifact in ``artifact_dir`` to ``url``; return a summary (JSON-able).
 
     Raises PublishRefused (exit 2; nothing was uploaded) or PublishFailed (exit 1; run again to resume).
     ``public`` only matters for hf:// (a new repository is private unless it is given).
+    ``progress(bytes_done_now, total_bytes)`` is called as files (S3: parts) are stored or found already there.
     """
     from builder.publish._artifact import load_publishable
 
@@ -46,7 +54,10 @@ def publish_artifact(
     module = importlib.import_module(f"builder.publish.{location.scheme}")
     log.info("publishing %s (%d files, %d bytes) to %s", artifact_dir, len(art.all_files), art.total_bytes, location)
     try:
-        result = module.publish(art, location, force=force, public=public)
+        total = art.total_bytes
+        result = module.publish(
+            art, location, force=force, public=public, progress=(lambda n: progress(n, total)) if progress else _noop
+        )
     except MissingClient as e:
         raise MissingDependency(str(e)) from None
     return {
@@ -60,3 +71,7 @@ def publish_artifact(
         **result,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _noop(n: int) -> None:
+    pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from runtime.manifest import FILENAME
 _CHUNK = 1 << 20
 
 
-def publish(art: Publishable, loc: FileLocation, *, force: bool, public: bool = False) -> dict[str, Any]:
+def publish(
+    art: Publishable, loc: FileLocation, *, force: bool, public: bool = False, progress: Callable[[int], None]
+) -> dict[str, Any]:
     """Copy into `.NAME.partial/` next to the destination (kept on failure: a re-run resumes), then rename."""
     dest = loc.path
     if dest.resolve() == art.dir.resolve() or art.dir.resolve() in dest.resolve().parents:
@@ -30,6 +33,7 @@ def publish(art: Publishable, loc: FileLocation, *, force: bool, public: bool = 
             target = staging / f.rel
             if f.rel != FILENAME and target.exists() and target.stat().st_size == f.size and _same(target, f.sha256):
                 skipped += 1  # copied by an earlier, interrupted publish
+                progress(f.size)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
@@ -40,6 +44,7 @@ def publish(art: Publishable, loc: FileLocation, *, force: bool, public: bool = 
             os.replace(tmp, target)
             uploaded += 1
             sent += f.size
+            progress(f.size)
         _drop_strays(staging, {f.rel for f in art.all_files})
         if dest.exists():
             old = dest.parent / f".{dest.name}.old-{os.getpid()}"

@@ -11,6 +11,7 @@ HF_ENDPOINT.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from builder.publish._artifact import Publishable, PublishFailed, PublishRefused
@@ -24,7 +25,9 @@ KEEP = (".gitattributes",)
 CARD = "README.md"
 
 
-def publish(art: Publishable, loc: HfLocation, *, force: bool, public: bool = False) -> dict[str, Any]:
+def publish(
+    art: Publishable, loc: HfLocation, *, force: bool, public: bool = False, progress: Callable[[int], None]
+) -> dict[str, Any]:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -74,6 +77,7 @@ def publish(art: Publishable, loc: HfLocation, *, force: bool, public: bool = Fa
         raise PublishFailed(
             f"{loc}: connection failed ({type(e).__name__}): run the same publish again to resume"
         ) from None
+    progress(art.total_bytes)  # huggingface_hub draws its own per-file bars during the commit
     return {
         "uploaded": len(art.all_files),
         "skipped": 0,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from builder.publish._artifact import Publishable, PublishFailed, PublishRefused
@@ -76,7 +77,9 @@ def annotations(art: Publishable) -> dict[str, str]:
     return {k: str(v) for k, v in facts.items() if v not in (None, "")}
 
 
-def publish(art: Publishable, loc: OciLocation, *, force: bool, public: bool = False) -> dict[str, Any]:
+def publish(
+    art: Publishable, loc: OciLocation, *, force: bool, public: bool = False, progress: Callable[[int], None]
+) -> dict[str, Any]:
     if loc.digest or not loc.tag:
         raise PublishRefused(f"{loc}: publish to a tag (oci://registry/repo:TAG), not a digest")
     reg = registry(loc)
@@ -100,6 +103,7 @@ def publish(art: Publishable, loc: OciLocation, *, force: bool, public: bool = F
             layers.append(layer)
             if reg.do_request(blob_url(reg, loc, layer["digest"]), "HEAD").status_code == 200:
                 skipped += 1
+                progress(f.size)
                 continue
             if f.size >= chunk:
                 r = reg.chunked_upload(str(f.path), container, layer, chunk_size=chunk)
@@ -111,6 +115,7 @@ def publish(art: Publishable, loc: OciLocation, *, force: bool, public: bool = F
                 )
             uploaded += 1
             sent += f.size
+            progress(f.size)
             log.info("uploaded %s (%d bytes)", f.rel, f.size)
         mf = art.manifest_file
         config = {"mediaType": CONFIG_MEDIA_TYPE, "digest": f"sha256:{mf.sha256}", "size": mf.size}

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from builder.publish._artifact import Publishable, PublishFailed, PublishFile, PublishRefused
@@ -41,7 +42,9 @@ def _size_env(name: str, default: int) -> int:
         raise PublishRefused(f"{name}={raw!r}: not a number of bytes") from None
 
 
-def publish(art: Publishable, loc: S3Location, *, force: bool, public: bool = False) -> dict[str, Any]:
+def publish(
+    art: Publishable, loc: S3Location, *, force: bool, public: bool = False, progress: Callable[[int], None]
+) -> dict[str, Any]:
     s3 = client()
     threshold = _size_env("TRTQ_S3_MULTIPART_THRESHOLD", 64 * _MIB)
     part_size = _size_env("TRTQ_S3_PART_SIZE", 64 * _MIB)
@@ -68,9 +71,10 @@ def publish(art: Publishable, loc: S3Location, *, force: bool, public: bool = Fa
             if key in existing and existing[key] == f.size and _stored_sha(s3, loc.bucket, key) == f.sha256:
                 skipped += 1
                 log.debug("%s: already uploaded", f.rel)
+                progress(f.size)
                 continue
             if f.size >= threshold:
-                sent += _multipart(s3, loc.bucket, key, f, part_size, marker)
+                sent += _multipart(s3, loc.bucket, key, f, part_size, marker, progress)
             else:
                 with open(f.path, "rb") as body:
                     s3.put_object(
@@ -81,6 +85,7 @@ def publish(art: Publishable, loc: S3Location, *, force: bool, public: bool = Fa
                         Metadata={"sha256": f.sha256},
                     )
                 sent += f.size
+                progress(f.size)
             uploaded += 1
             log.info("uploaded %s (%d bytes)", f.rel, f.size)
         keep = {loc.key(f.rel) for f in art.all_files} | {loc.key(MARKER)}
@@ -97,6 +102,7 @@ def publish(art: Publishable, loc: S3Location, *, force: bool, public: bool = Fa
             Metadata={"sha256": m.sha256},
         )
         s3.delete_object(Bucket=loc.bucket, Key=loc.key(MARKER))
+        progress(m.size)
     except client_errors() as e:
         raise PublishFailed(
             describe_error(e, str(loc)) + ": the objects uploaded so far are kept; run the same publish again to resume"
@@ -155,7 +161,9 @@ class _Marker:
         self.s3.put_object(Bucket=self.loc.bucket, Key=self.loc.key(MARKER), Body=body, ContentType="application/json")
 
 
-def _multipart(s3, bucket: str, key: str, f: PublishFile, part_size: int, marker: _Marker) -> int:
+def _multipart(
+    s3, bucket: str, key: str, f: PublishFile, part_size: int, marker: _Marker, progress: Callable[[int], None]
+) -> int:
     """Upload ``f`` in parts, reusing the stored parts of an interrupted upload of this same file. Returns bytes sent."""
     upload_id, stored = _resume_point(s3, bucket, key, f.sha256, marker)
     if upload_id is None:
@@ -172,6 +180,7 @@ def _multipart(s3, bucket: str, key: str, f: PublishFile, part_size: int, marker
             if stored.get(number) == (etag, len(chunk)):
                 parts.append({"PartNumber": number, "ETag": etag})
                 kept += 1
+                progress(len(chunk))
                 continue
             r = s3.upload_part(
                 Bucket=bucket,
@@ -183,6 +192,7 @@ def _multipart(s3, bucket: str, key: str, f: PublishFile, part_size: int, marker
             )
             parts.append({"PartNumber": number, "ETag": r["ETag"]})
             sent += len(chunk)
+            progress(len(chunk))
     if kept:
         log.info("%s: resumed its multipart upload: %d of %d parts were already stored", f.rel, kept, number)
     s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})

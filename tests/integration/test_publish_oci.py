@@ -117,7 +117,9 @@ def test_registry_dies_mid_upload_then_rerun_resumes(reg, tmp_path, monkeypatch)
     reg.start()
     state["die"] = False
     uploads.clear()
-    r = publish_artifact(art, url)
+    seen: list[int] = []
+    r = publish_artifact(art, url, progress=lambda n, total: seen.append(n))
+    assert sum(seen) == r["bytes"]
     assert uploads == ["checkpoint/tokenizer.json", "manifest.json"]  # the two blobs stored before the crash are kept
     assert r["skipped"] == 2 and r["uploaded"] == 2
     got = pull(url, tmp_path / "got", machine=compat.Machine())

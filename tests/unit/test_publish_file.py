@@ -223,3 +223,10 @@ def test_missing_client_library_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "boto3", None)  # what `import boto3` sees when it is not installed
     code, _, err = run_cli(["publish", make_artifact(tmp_path / "a"), "--to", "s3://models/x"], capsys)
     assert code == 2 and "s3:// needs the 'boto3' package" in err and "pip install 'trtq[publish]'" in err
+
+
+def test_progress_adds_up_to_the_total_even_when_resuming(tmp_path):
+    art = make_artifact(tmp_path / "a")
+    seen: list[tuple[int, int]] = []
+    r = publish_artifact(art, f"file://{tmp_path}/store", progress=lambda n, total: seen.append((n, total)))
+    assert sum(n for n, _ in seen) == r["bytes"] and {t for _, t in seen} == {r["bytes"]}
