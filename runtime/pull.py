@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from runtime.stores import MissingClient, StoreError, open_store
 
 log = logging.getLogger("trtq.pull")
 
+_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9._-]+$")
 STATE = ".trtq-pull.json"  # in the staging directory: which remote manifest the partial files belong to
 _CHUNK = 1 << 20
 
@@ -132,10 +134,11 @@ def pull(
     force: bool = False,
     ignore_compat: bool = False,
     machine: compat.Machine | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PullResult:
     """Pull the artifact at ``url`` into ``dest`` (default ``root/<manifest name>``); see the module doc for steps.
 
+    ``progress(bytes_now, total_bytes)`` is called as bytes arrive.
     Raises PullError subclasses: PullRefused (bad URL, DEST holds something else), IncompatibleError,
     IntegrityError (staging deleted), PullError (store unreachable: run again to resume).
     """
@@ -153,6 +156,8 @@ def pull(
     except StoreError as e:
         raise PullError(str(e)) from None
     manifest = parse_manifest(manifest_data, where)
+    if dest is None and not _NAME.match(manifest.name):
+        raise PullError(f"{where}: the manifest's name {manifest.name!r} is not a safe directory name: give DEST")
     entries = [(safe_relpath(f.path, where), f) for f in manifest.files]
     if not manifest.complete:
         log.warning(
@@ -200,7 +205,7 @@ def pull(
             def counted(n: int) -> None:
                 result.downloaded_bytes += n
                 if progress:
-                    progress(n)
+                    progress(n, total)
 
             store.fetch(rel.as_posix(), entry.size, target, counted)
     except StoreError as e:

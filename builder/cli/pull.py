@@ -38,7 +38,7 @@ def pull(url, dest, root, force, ignore_compat, as_json, verbose) -> None:
     from runtime.pull import pull as do_pull
 
     setup_logging(verbose, quiet=as_json)
-    bar = _progress_bar() if not as_json and sys.stderr.isatty() else None
+    bar = _Bar() if not as_json and sys.stderr.isatty() else None
     try:
         result = do_pull(
             url, dest, root=root, force=force, ignore_compat=ignore_compat, progress=bar.update if bar else None
@@ -63,7 +63,19 @@ def pull(url, dest, root, force, ignore_compat, as_json, verbose) -> None:
         )
 
 
-def _progress_bar():
-    from tqdm import tqdm
+class _Bar:
+    """A byte progress bar on stderr, created on the first update (when the total is known)."""
 
-    return tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc="pull", leave=False, file=sys.stderr)
+    def __init__(self):
+        self.bar = None
+
+    def update(self, n: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="pull", leave=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

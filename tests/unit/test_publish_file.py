@@ -230,3 +230,12 @@ def test_progress_adds_up_to_the_total_even_when_resuming(tmp_path):
     seen: list[tuple[int, int]] = []
     r = publish_artifact(art, f"file://{tmp_path}/store", progress=lambda n, total: seen.append((n, total)))
     assert sum(n for n, _ in seen) == r["bytes"] and {t for _, t in seen} == {r["bytes"]}
+
+
+def test_a_hostile_artifact_name_cannot_choose_the_directory(tmp_path):
+    store = make_artifact(tmp_path / "store", {"checkpoint/config.json": b"{}"}, name="../../escape")
+    with pytest.raises(PullError, match="not a safe directory name: give DEST"):
+        pull(f"file://{store}", root=tmp_path / "engines" / "x", machine=compat.Machine())
+    seen: list[tuple[int, int]] = []
+    r = pull(f"file://{store}", tmp_path / "ok", machine=compat.Machine(), progress=lambda n, t: seen.append((n, t)))
+    assert r.dest == tmp_path / "ok" and sum(n for n, _ in seen) == 2 and {t for _, t in seen} == {2}
