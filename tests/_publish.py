@@ -155,9 +155,8 @@ def moto_s3(monkeypatch, bucket: str = "models"):
     moto keeps its objects per process, so each test names its own bucket.
     """
     srv = MotoS3()
-    srv.start()
     env = {
-        "AWS_ENDPOINT_URL_S3": srv.url,
+        "AWS_ENDPOINT_URL_S3": srv.url,  # the port is chosen before the server starts
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -170,6 +169,7 @@ def moto_s3(monkeypatch, bucket: str = "models"):
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     try:
+        srv.start()
         import boto3
 
         boto3.client("s3").create_bucket(Bucket=bucket)
@@ -257,8 +257,8 @@ def _bcrypt(password: str) -> str:
 @contextlib.contextmanager
 def registry(workdir: Path, htpasswd: tuple[str, str] | None = None):
     reg = Registry(workdir, htpasswd)
-    reg.start()
     try:
+        reg.start()
         yield reg
     finally:
         reg.kill()
