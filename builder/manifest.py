@@ -48,7 +48,11 @@ def write_manifest(ws: Workspace, recipe: Recipe, plan, status: str, recipe_path
         "quantization": quant,
         "parallel": {"tp": recipe.parallel.tp, "pp": recipe.parallel.pp, "world_size": recipe.parallel.world_size},
         "stages": {k: {**v, "reused": False} for k, v in stages.items()},
-        "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
+        "versions": {
+            "python": platform.python_version(),
+            **{lib: version(lib) for lib in LIBRARIES},
+            "cuda": cuda_version(),
+        },
         "hardware": results.get("engine", {}).get("hardware", {}),
         "engine": {"trtllm_build": results["engine"].get("trtllm_build")} if "engine" in results else None,
         "files": sorted(files, key=lambda f: f["path"]),
@@ -60,6 +64,33 @@ def write_manifest(ws: Workspace, recipe: Recipe, plan, status: str, recipe_path
     )
     write_json_atomic(path, manifest.model_dump(mode="json"))
     return path
+
+
+def cuda_version() -> str | None:
+    """The CUDA version torch was built for (None for a CPU build), read from torch/version.py without importing torch.
+
+    Importing torch costs seconds; a no-op build should not pay that just to write its manifest.
+    """
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        )
+        if isinstance(target, ast.Name) and target.id == "cuda" and isinstance(node.value, ast.Constant):
+            return node.value.value if isinstance(node.value.value, str) else None
+    return None
 
 
 def _read_previous(path: Path) -> dict[str, Any] | None:

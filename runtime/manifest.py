@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 FILENAME = "manifest.json"
 
+# `status` values. Only a "complete" artifact is published without --allow-unverified.
+COMPLETE = "complete"  # every requested stage finished (and verification passed, when the recipe has `verify:`)
+FAILED_VERIFICATION = "failed-verification"  # built, but the accuracy gate in `verify:` failed; see `verify`
+INCOMPLETE_PREFIX = "incomplete"  # "incomplete: <why>" or "incomplete (--until export)": a stage failed or was skipped
+
 
 class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,14 +49,19 @@ class Manifest(BaseModel):
     quantization: dict[str, Any] = Field(default_factory=dict)  # quant_algo, kv_cache_quant_algo, format
     parallel: dict[str, int] = Field(default_factory=dict)  # tp, pp, world_size
     stages: dict[str, StageRecord] = Field(default_factory=dict)
+    # trtq's libraries (torch, transformers, nvidia-modelopt, tensorrt-llm, tensorrt, ...) and "cuda" (torch's build).
     versions: dict[str, str | None] = Field(default_factory=dict)
+    # Engines only: the GPU they were built on and for. Keys: gpu (name), compute_capability ("9.0"),
+    # gpu_memory_bytes, tensorrt_llm, tensorrt (versions). Engines run only where these match.
     hardware: dict[str, Any] = Field(default_factory=dict)
+    # Every deliverable file (checkpoint/, hf/, engine/, report/, verify/) with size and sha256; never caches.
     files: list[FileEntry] = Field(default_factory=list)
+    # The verify stage's results (perplexity gate, prompt checks) when the recipe has `verify:`; None otherwise.
     verify: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
-        return self.status == "complete"
+        return self.status == COMPLETE
 
     @property
     def world_size(self) -> int:

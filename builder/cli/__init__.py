@@ -20,6 +20,8 @@ COMMANDS = {
     "plan": ("builder.cli.plan", "plan", "Predict per-rank GPU memory for a recipe and whether it fits a GPU."),
     "show": ("builder.cli.show", "show", "Show an artifact's manifest."),
     "ls": ("builder.cli.show", "ls", "List artifacts under the artifact root."),
+    "publish": ("builder.cli.publish", "publish", "Publish an artifact to hf://, s3://, oci:// or file://."),
+    "pull": ("builder.cli.pull", "pull", "Download an artifact, verify every sha256, check it runs here."),
 }
 
 

@@ -29,6 +29,7 @@ def show(artifact: Path, as_json: bool) -> None:
     Example:
       trtq show engines/smollm2-135m-bf16
     """
+    from runtime.compat import requirements
     from runtime.manifest import ManifestError, read_manifest
 
     try:
@@ -50,11 +51,37 @@ def show(artifact: Path, as_json: bool) -> None:
         f"format     {q.get('format')} (quant_algo {q.get('quant_algo')}, kv {q.get('kv_cache_quant_algo')})",
         f"layout     tp {m.parallel.get('tp')} x pp {m.parallel.get('pp')}",
         f"stages     {', '.join(m.stages)}",
+        f"requires   {requirements(m).summary()}",
         "versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items() if v),
         f"files      {len(m.files)} files, {_human(sum(f.size for f in m.files))}",
         f"created    {m.created} by trtq {m.trtq_version}",
     ]
+    if m.hardware:
+        hw = m.hardware
+        lines.insert(
+            6,
+            f"built on   {hw.get('gpu', '?')} (compute capability {hw.get('compute_capability', '?')}), "
+            f"TensorRT-LLM {hw.get('tensorrt_llm', '?')}, TensorRT {hw.get('tensorrt', '?')}",
+        )
+    if m.verify is not None:
+        lines.insert(-2, f"verify     {_verify_line(m.verify)}")
     click.echo("\n".join(lines))
+
+
+def _verify_line(v: dict) -> str:
+    """The verify results in one line: `passed` first when present, then the rest as key value pairs."""
+    parts = []
+    if "passed" in v:
+        parts.append("passed" if v["passed"] else "FAILED")
+    for k, x in v.items():
+        if k == "passed":
+            continue
+        if isinstance(x, dict):
+            x = ", ".join(f"{kk} {round(vv, 4) if isinstance(vv, float) else vv}" for kk, vv in x.items())
+        elif isinstance(x, float):
+            x = round(x, 4)
+        parts.append(f"{k}: {x}")
+    return "; ".join(parts) or "(empty)"
 
 
 @click.command(name="ls")
