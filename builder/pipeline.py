@@ -220,8 +220,6 @@ def refuse_unsupported(recipe: Recipe) -> None:
     problems = []
     if recipe.verify is not None:
         problems.append("verify: the accuracy gate is not available in this trtq version yet: remove the section")
-    if recipe.publish:
-        problems.append("publish: publishing is not available in this trtq version yet: remove the section")
     if problems:
         raise UsageError("; ".join(problems))
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import click
 
 from builder.cli._common import root_option, set_option, setup_logging
+from builder.errors import UsageError
 from builder.pipeline import VERBS
 
 
@@ -20,9 +22,12 @@ from builder.pipeline import VERBS
 @click.option("--force", is_flag=True, help="Re-run every stage even when its inputs are unchanged.")
 @click.option("--dry-run", is_flag=True, help="Print which stages would run or be reused, and why; change nothing.")
 @click.option("--wait", is_flag=True, help="If another build holds this artifact, wait for it instead of refusing.")
+@click.option(
+    "--publish", is_flag=True, help="After a complete build, publish to every `publish:` target of the recipe."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, and the libraries' own warnings.")
-def build(recipe_file, overrides, root, until, force, dry_run, wait, as_json, verbose) -> None:
+def build(recipe_file, overrides, root, until, force, dry_run, wait, publish, as_json, verbose) -> None:
     """Build the artifact described by RECIPE into ROOT/<name>.
 
     \b
@@ -49,9 +54,20 @@ def build(recipe_file, overrides, root, until, force, dry_run, wait, as_json, ve
             for r in rows:
                 click.echo(f"{r['stage']:<11} {'would run' if r['action'] == 'run' else 'reuse':<10} {r['reason']}")
         return
+    if publish and not recipe.publish:
+        raise UsageError(f"{recipe_file}: --publish was given but the recipe has no publish: targets")
     outcome = pipeline.build(recipe, recipe_dir, root, force=force, until=until, wait=wait, recipe_path=recipe_file)
     seconds = time.perf_counter() - t0
     artifact = outcome.manifest.parent if outcome.manifest else Path(root) / recipe.name
+    published = []
+    if publish:
+        from builder.publish import publish_artifact
+
+        for target in recipe.publish:
+            published.append(publish_artifact(artifact, target.to))
+            click.echo(f"published {artifact} -> {target.to}", err=True)
+    elif recipe.publish:
+        logging.getLogger("trtq.build").info("publish targets not uploaded: add --publish to upload them")
     if as_json:
         click.echo(
             json.dumps(
@@ -61,6 +77,7 @@ def build(recipe_file, overrides, root, until, force, dry_run, wait, as_json, ve
                     "ran": outcome.ran,
                     "reused": [s.stage.name for s in outcome.plan.steps if s.action == "reuse"],
                     "seconds": round(seconds, 3),
+                    "published": published,
                 },
                 indent=2,
             )

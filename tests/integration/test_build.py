@@ -271,3 +271,19 @@ def test_smollm2_quickstart_recipe(tmp_path):
     assert json.loads(again.stdout)["ran"] == []
     bad = run_trtq("build", "recipes/smollm2-135m/bf16.yaml", "--root", root, "--set", "parallel.tp=2")
     assert bad.returncode == 2 and "Valid tp values: 1, 3" in bad.stderr
+
+
+def test_build_publish_uploads_to_the_recipe_targets(tmp_path, tiny_llama):
+    dest = tmp_path / "published"
+    path = recipe_file(tmp_path, tiny_llama, publish=[{"to": f"file://{dest}"}])
+    plain = run_trtq("build", path, "--root", tmp_path / "engines")
+    assert plain.returncode == 0 and not dest.exists(), "publishing needs --publish"
+    assert "add --publish to upload them" in plain.stderr
+    r = run_trtq("build", path, "--root", tmp_path / "engines", "--publish", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["published"][0]["url"] == f"file://{dest}"
+    manifest = json.loads((dest / "manifest.json").read_text())
+    for f in manifest["files"]:
+        assert sha256_file(dest / f["path"]) == f["sha256"]
+    no_targets = run_trtq("build", recipe_file(tmp_path, tiny_llama), "--root", tmp_path / "engines", "--publish")
+    assert no_targets.returncode == 2 and "has no publish: targets" in no_targets.stderr
