@@ -100,17 +100,31 @@ def export_checkpoint(model, model_dir: Path, out: Path, fmt: str, dtype: str = 
             inference_tensor_parallel=tp,
             inference_pipeline_parallel=pp,
         )
+    cfg_path = out / "config.json"
+    config = fix_exported_config(json.loads(cfg_path.read_text()), json.loads((Path(model_dir) / "config.json").read_text()))
     if fmt in WEIGHT_ONLY_ALGO:  # TensorRT-LLM's quantize.py: unquantized weights, quantized at load
-        cfg_path = out / "config.json"
-        config = json.loads(cfg_path.read_text())
         config.setdefault("quantization", {})["quant_algo"] = WEIGHT_ONLY_ALGO[fmt]
-        if fmt == "int4_wo":
-            config["quantization"]["group_size"] = config["quantization"].get("group_size") or 128
-        cfg_path.write_text(json.dumps(config, indent=4))
+    cfg_path.write_text(json.dumps(config, indent=4))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json"):
         if (Path(model_dir) / name).is_file():
             shutil.copyfile(Path(model_dir) / name, out / name)
     return out
+
+
+def fix_exported_config(config: dict, hf_config: dict) -> dict:
+    """What ModelOpt 0.47's TensorRT-LLM export gets wrong with transformers 5 (the export stage must do the same):
+    - rotary_base: transformers 5 moved rope_theta into rope_parameters, ModelOpt's lookup (hf_config_map.py) misses
+      it and writes nothing, so TensorRT-LLM would use its default 10000 (SmolLM2: 100000, Qwen2: 1e6).
+    - GPT-2: position_embedding_type is written as rope_gpt_neox although the model has learned absolute positions
+      (transformer.position_embedding.weight is exported)."""
+    config = dict(config)
+    rope = hf_config.get("rope_parameters") or {}
+    theta = rope.get("rope_theta", hf_config.get("rope_theta"))
+    if theta is not None and "rotary_base" not in config:
+        config["rotary_base"] = float(theta)
+    if config.get("architecture") == "GPT2LMHeadModel":
+        config["position_embedding_type"] = "learned_absolute"
+    return config
 
 
 def make_checkpoint(model_dir: Path, out: Path, fmt: str, kv: str = "none", tp: int = 1, pp: int = 1, dtype: str = "float16", model=None):
