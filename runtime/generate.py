@@ -76,9 +76,23 @@ def _stop_token_ids(tokenizer, stops: Sequence[str]) -> tuple[tuple[int, ...], .
     return tuple(seqs)
 
 
-def _eos_ids(tokenizer) -> int | None:
-    eos = tokenizer.eos_token_id
-    return int(eos) if eos is not None else None
+def end_ids(tokenizer, model_dir: str | Path | None = None) -> list[int]:
+    """The ids that end a sequence: generation_config.json's eos_token_id (int or list; what the model was tuned to
+    emit, e.g. <|im_end|> for chat models) first, then the tokenizer's eos token."""
+    ids: list[int] = []
+    d = Path(model_dir) if model_dir is not None else Path(getattr(tokenizer, "name_or_path", "") or ".")
+    gen = d / "generation_config.json"
+    if gen.is_file():
+        import json
+
+        try:
+            eos = json.loads(gen.read_text()).get("eos_token_id")
+        except (OSError, ValueError):
+            eos = None
+        ids += [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+    if tokenizer.eos_token_id is not None and int(tokenizer.eos_token_id) not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids
 
 
 def complete(
@@ -98,15 +112,18 @@ def complete(
     """Generate for every prompt in one batch. On non-leader ranks returns []. ``stream(i, text_delta)`` is called
     on rank 0 as text arrives (text held back while it could still become a stop string)."""
     batch = encode(tokenizer, prompts, chat)
+    eos = end_ids(tokenizer)
+    end_id = eos[0] if eos else None
     sampling = Sampling(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
         seed=seed,
-        end_id=_eos_ids(tokenizer),
-        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos_ids(tokenizer),
-        stop_token_ids=_stop_token_ids(tokenizer, stop),
+        end_id=end_id,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id,
+        # further end ids (a model with several) stop like one-token stop sequences
+        stop_token_ids=tuple((e,) for e in eos[1:]) + _stop_token_ids(tokenizer, stop),
     )
     streamer = _TextStreamer(tokenizer, len(prompts), stop, stream) if stream is not None else None
     outputs = runner.generate(batch, sampling, streamer.on_tokens if streamer else None)
@@ -114,9 +131,12 @@ def complete(
         return []
     results = []
     for i, o in enumerate(outputs):
-        ids = [t for t in o.token_ids if not (o.finish_reason == "eos" and t == sampling.end_id)]
-        text = tokenizer.decode(ids, skip_special_tokens=True)
         reason = o.finish_reason
+        if o.token_ids and o.token_ids[-1] in eos and reason in ("eos", "stop"):
+            ids, reason = o.token_ids[:-1], "eos"
+        else:
+            ids = o.token_ids
+        text = tokenizer.decode(ids, skip_special_tokens=True)
         cut = _first_stop(text, stop)
         if cut is not None:
             text, reason = text[:cut], "stop"

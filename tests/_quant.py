@@ -55,13 +55,25 @@ def _set_block_size(cfg, block_size: int) -> None:
                 c["block_sizes"][-1] = block_size
 
 
-def calibration_batches(tokenizer, n: int = 4):
+def calibration_batches(tokenizer, n: int = 4, texts=None, max_len: int = 128):
     import torch
 
-    return [torch.tensor([tokenizer(t)["input_ids"]]) for t in (CALIB_TEXT * n)[:n]]
+    texts = list(texts or CALIB_TEXT)
+    return [torch.tensor([tokenizer(t)["input_ids"][:max_len]]) for t in (texts * n)[:n]]
 
 
-def quantize_model(model_dir: Path, fmt: str, kv: str = "none", block_size: int = 32, seed: int = 0):
+def license_texts(n: int = 16, chars: int = 2000) -> list[str]:
+    """Real English prose for calibrating a real model offline (Debian's /usr/share/common-licenses), or []."""
+    root = Path("/usr/share/common-licenses")
+    out = []
+    for p in sorted(root.glob("*")) if root.is_dir() else []:
+        if p.is_file():
+            text = p.read_text(errors="ignore")
+            out += [text[i : i + chars] for i in range(0, len(text) - chars, chars)]
+    return out[:n]
+
+
+def quantize_model(model_dir: Path, fmt: str, kv: str = "none", block_size: int = 32, seed: int = 0, texts=None, n: int = 4):
     """The HF model at ``model_dir`` fake-quantized for ``fmt`` (+KV cache quant) with ModelOpt; float32, eval."""
     import modelopt.torch.quantization as mtq
     import torch
@@ -72,7 +84,7 @@ def quantize_model(model_dir: Path, fmt: str, kv: str = "none", block_size: int 
     if cfg is None:
         return model
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    batches = calibration_batches(tok)
+    batches = calibration_batches(tok, n, texts)
 
     def forward_loop(m):
         with torch.no_grad():

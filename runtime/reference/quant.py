@@ -88,10 +88,7 @@ class QLinear:
             x = x * self.pre_scale
         if self.act_q is not None:
             x = self.act_q(x)
-        y = torch.matmul(x, self.weight.T)
-        if add_bias and self.bias is not None:
-            y = y + self.bias
-        return y
+        return torch.nn.functional.linear(x, self.weight, self.bias if add_bias else None)
 
 
 def _get(tensors: dict[str, torch.Tensor], key: str, shard: str) -> torch.Tensor:

