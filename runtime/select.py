@@ -72,7 +72,9 @@ def open_runner(artifact_dir: str | Path, backend: str = "auto") -> Runner:
     world = world_from_env()
     if chosen == "engine":
         if not (d / "engine").is_dir():
-            raise BackendUnavailable(f"--backend engine: {d} has no engine/ directory (build it with targets: [engine])")
+            raise BackendUnavailable(
+                f"--backend engine: {d} has no engine/ directory (build it with targets: [engine])"
+            )
         return _lazy("runtime.runners.engine", "EngineRunner", "engine").open(d, world.rank, world.size)
     if chosen == "pytorch":
         if not (d / "hf").is_dir():

@@ -34,7 +34,11 @@ def quant_config(fmt: str, kv: str = "none", block_size: int = 32):
     }.get(fmt)
     if base is None and kv == "none":
         return None
-    cfg = copy.deepcopy(base) if base is not None else {"quant_cfg": [{"quantizer_name": "*", "enable": False}], "algorithm": "max"}
+    cfg = (
+        copy.deepcopy(base)
+        if base is not None
+        else {"quant_cfg": [{"quantizer_name": "*", "enable": False}], "algorithm": "max"}
+    )
     if fmt in ("int4_awq", "w4a8_awq"):
         _set_block_size(cfg, block_size)
     if kv == "fp8":
@@ -73,7 +77,9 @@ def license_texts(n: int = 16, chars: int = 2000) -> list[str]:
     return out[:n]
 
 
-def quantize_model(model_dir: Path, fmt: str, kv: str = "none", block_size: int = 32, seed: int = 0, texts=None, n: int = 4):
+def quantize_model(
+    model_dir: Path, fmt: str, kv: str = "none", block_size: int = 32, seed: int = 0, texts=None, n: int = 4
+):
     """The HF model at ``model_dir`` fake-quantized for ``fmt`` (+KV cache quant) with ModelOpt; float32, eval."""
     import modelopt.torch.quantization as mtq
     import torch
@@ -95,7 +101,9 @@ def quantize_model(model_dir: Path, fmt: str, kv: str = "none", block_size: int 
     return mtq.quantize(model, cfg, forward_loop)
 
 
-def export_checkpoint(model, model_dir: Path, out: Path, fmt: str, dtype: str = "float16", tp: int = 1, pp: int = 1) -> Path:
+def export_checkpoint(
+    model, model_dir: Path, out: Path, fmt: str, dtype: str = "float16", tp: int = 1, pp: int = 1
+) -> Path:
     """Export ``model`` (fake-quantized or not) as a TensorRT-LLM checkpoint into ``out``, with the tokenizer files."""
     import shutil
 
@@ -113,11 +121,19 @@ def export_checkpoint(model, model_dir: Path, out: Path, fmt: str, dtype: str = 
             inference_pipeline_parallel=pp,
         )
     cfg_path = out / "config.json"
-    config = fix_exported_config(json.loads(cfg_path.read_text()), json.loads((Path(model_dir) / "config.json").read_text()))
+    config = fix_exported_config(
+        json.loads(cfg_path.read_text()), json.loads((Path(model_dir) / "config.json").read_text())
+    )
     if fmt in WEIGHT_ONLY_ALGO:  # TensorRT-LLM's quantize.py: unquantized weights, quantized at load
         config.setdefault("quantization", {})["quant_algo"] = WEIGHT_ONLY_ALGO[fmt]
     cfg_path.write_text(json.dumps(config, indent=4))
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+        "generation_config.json",
+    ):
         if (Path(model_dir) / name).is_file():
             shutil.copyfile(Path(model_dir) / name, out / name)
     return out
@@ -139,7 +155,9 @@ def fix_exported_config(config: dict, hf_config: dict) -> dict:
     return config
 
 
-def make_checkpoint(model_dir: Path, out: Path, fmt: str, kv: str = "none", tp: int = 1, pp: int = 1, dtype: str = "float16", model=None):
+def make_checkpoint(
+    model_dir: Path, out: Path, fmt: str, kv: str = "none", tp: int = 1, pp: int = 1, dtype: str = "float16", model=None
+):
     """Quantize (unless ``model`` is given) and export; returns (checkpoint dir, the fake-quant model)."""
     if model is None:
         model = quantize_model(model_dir, fmt, kv)

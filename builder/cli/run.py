@@ -17,8 +17,12 @@ from builder.cli._common import setup_logging
 @click.command()
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("prompts", nargs=-1)
-@click.option("--file", "prompt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Read prompts from a file, one per line (or a .jsonl with a 'prompt' field).")
+@click.option(
+    "--file",
+    "prompt_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read prompts from a file, one per line (or a .jsonl with a 'prompt' field).",
+)
 @click.option("--chat", is_flag=True, help="Wrap each prompt in the model's chat template (as a user message).")
 @click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0), help="0 = greedy.")
@@ -26,13 +30,32 @@ from builder.cli._common import setup_logging
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--stop", multiple=True, help="Stop string (repeatable); it is not included in the output.")
-@click.option("--backend", type=click.Choice(["auto", "reference", "engine", "pytorch"]), default="auto",
-              show_default=True, help="auto: engine/ if built, else the checkpoint on the reference runtime, else hf/.")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "reference", "engine", "pytorch"]),
+    default="auto",
+    show_default=True,
+    help="auto: engine/ if built, else the checkpoint on the reference runtime, else hf/.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every completion (no streaming).")
 @click.option("--no-stream", is_flag=True, help="Print each completion when done instead of streaming tokens.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def run(artifact, prompts, prompt_file, chat, max_new_tokens, temperature, top_k, top_p, seed, stop, backend,
-        as_json, no_stream, verbose) -> None:
+def run(
+    artifact,
+    prompts,
+    prompt_file,
+    chat,
+    max_new_tokens,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    stop,
+    backend,
+    as_json,
+    no_stream,
+    verbose,
+) -> None:
     """Generate from ARTIFACT for each PROMPT (all prompts form one batch).
 
     \b
@@ -54,8 +77,17 @@ def run(artifact, prompts, prompt_file, chat, max_new_tokens, temperature, top_k
     tokenizer = load_tokenizer(tokenizer_dir(artifact))
     streaming = not as_json and not no_stream and len(texts) == 1
     results = complete(
-        runner, tokenizer, texts, chat=chat, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-        top_p=top_p, seed=seed, stop=stop, stream=print_stream if streaming and runner.is_leader else None,
+        runner,
+        tokenizer,
+        texts,
+        chat=chat,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        stop=stop,
+        stream=print_stream if streaming and runner.is_leader else None,
     )
     runner.close()
     if not runner.is_leader:

@@ -15,12 +15,21 @@ from builder.cli._common import setup_logging
 
 @click.command()
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Unquantized HF model to compare with (default: the artifact's resolved model).")
-@click.option("--baseline", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A TP=1/PP=1 checkpoint of the same export: logits must match it within float tolerance.")
-@click.option("--texts", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Text file to score, one text per paragraph (blank-line separated); default: built-in texts.")
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Unquantized HF model to compare with (default: the artifact's resolved model).",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A TP=1/PP=1 checkpoint of the same export: logits must match it within float tolerance.",
+)
+@click.option(
+    "--texts",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Text file to score, one text per paragraph (blank-line separated); default: built-in texts.",
+)
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(2, 8192), help="Tokens per text.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("-v", "--verbose", is_flag=True)
@@ -41,7 +50,9 @@ def verify(artifact, source, baseline, texts, max_tokens, as_json, verbose) -> N
     setup_logging(verbose, quiet=world.rank != 0 or as_json)
     ckpt = checkpoint_dir(artifact)
     if ckpt is None:
-        raise UsageError(f"{artifact}: no TensorRT-LLM checkpoint (checkpoint/config.json): build with targets: [checkpoint]")
+        raise UsageError(
+            f"{artifact}: no TensorRT-LLM checkpoint (checkpoint/config.json): build with targets: [checkpoint]"
+        )
     if source is None:
         source = _resolved_source(artifact)
     if source is None and baseline is None:
@@ -50,7 +61,9 @@ def verify(artifact, source, baseline, texts, max_tokens, as_json, verbose) -> N
     if texts is not None:
         text_list = [p.strip() for p in texts.read_text().split("\n\n") if p.strip()]
     try:
-        report = verify_checkpoint(ckpt, source, None, texts=text_list, baseline_checkpoint=baseline, max_tokens=max_tokens)
+        report = verify_checkpoint(
+            ckpt, source, None, texts=text_list, baseline_checkpoint=baseline, max_tokens=max_tokens
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     if report.get("leader") is False:

@@ -146,7 +146,9 @@ def verify_checkpoint(
     ckpt = Path(checkpoint_dir)
     runner = ReferenceRunner.open(ckpt)
     cfg = runner.cfg
-    tok_dir = ckpt if (ckpt / "tokenizer_config.json").is_file() or (ckpt / "tokenizer.json").is_file() else source_model_dir
+    tok_dir = (
+        ckpt if (ckpt / "tokenizer_config.json").is_file() or (ckpt / "tokenizer.json").is_file() else source_model_dir
+    )
     if tok_dir is None:
         raise ValueError(f"{ckpt}: no tokenizer next to the checkpoint and no source model given")
     tokenizer = load_tokenizer(tok_dir)
@@ -178,7 +180,9 @@ def verify_checkpoint(
     if fake_quant_model is not None:
         m = compare(ours, _hf_logits(fake_quant_model.float().eval(), tokens), tokens)
         report["comparisons"]["fake_quant"] = m
-        report["checks"] += _checks("fake_quant", m, limits("fake_quant", cfg.quant_algo, cfg.kv_cache_quant_algo, thresholds))
+        report["checks"] += _checks(
+            "fake_quant", m, limits("fake_quant", cfg.quant_algo, cfg.kv_cache_quant_algo, thresholds)
+        )
     if source_model_dir is not None:
         import torch
         from transformers import AutoModelForCausalLM
@@ -191,7 +195,9 @@ def verify_checkpoint(
     if not report["checks"]:
         raise ValueError("verify: nothing to compare against: give a source model, a fake-quant model or a baseline")
     report["passed"] = all(c["ok"] for c in report["checks"])
-    report["failed"] = [f"{c['comparison']}.{c['metric']}={c['value']} (limit {c['limit']})" for c in report["checks"] if not c["ok"]]
+    report["failed"] = [
+        f"{c['comparison']}.{c['metric']}={c['value']} (limit {c['limit']})" for c in report["checks"] if not c["ok"]
+    ]
     runner.close()
     return report
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from runtime.errors import CheckpointError
 from runtime.reference.config import CheckpointConfig
 from runtime.reference.parallel import Parallel
-from runtime.reference.quant import QLinear, build_linear, kv_cache_scale, kv_qdq
+from runtime.reference.quant import build_linear, kv_cache_scale, kv_qdq
 
 log = logging.getLogger("trtq.reference")
 
@@ -164,7 +164,9 @@ class Decoder:
             )
         self.rope_dim = 0
         self.pos_table = None
-        learned = "transformer.position_embedding.weight" in tensors or cfg.position_embedding_type == "learned_absolute"
+        learned = (
+            "transformer.position_embedding.weight" in tensors or cfg.position_embedding_type == "learned_absolute"
+        )
         if cfg.family == "gpt" and learned:
             # ModelOpt 0.47 writes position_embedding_type "rope_gpt_neox" for GPT-2 (its default when the decoder
             # reports none) next to a learned position table; GPT-2 is learned-absolute (tensorrt_llm/models/gpt).
@@ -187,12 +189,21 @@ class Decoder:
             dtype = DTYPES.get(cfg.dtype, torch.float16)
             # lm_head is a ColumnLinear over the (padded) vocab with gather_output=True; excluded from quantization
             # by default (QuantConfig.exclude_modules ['lm_head']), and never weight-only quantized.
-            t = {"lm_head.weight": tensors[key], **({"lm_head.bias": tensors["lm_head.bias"]} if "lm_head.bias" in tensors else {})}
+            t = {
+                "lm_head.weight": tensors[key],
+                **({"lm_head.bias": tensors["lm_head.bias"]} if "lm_head.bias" in tensors else {}),
+            }
             for s in ("weights_scaling_factor", "activation_scaling_factor", "prequant_scaling_factor"):
                 if f"lm_head.{s}" in tensors:
                     t[f"lm_head.{s}"] = tensors[f"lm_head.{s}"]
             self.lm_head = build_linear(
-                t, "lm_head", cfg.quant_algo, dtype, (cfg.padded_vocab // tp, h), shard, cfg.group_size,
+                t,
+                "lm_head",
+                cfg.quant_algo,
+                dtype,
+                (cfg.padded_vocab // tp, h),
+                shard,
+                cfg.group_size,
                 quantize_weight_only=False,
             )
 
@@ -203,7 +214,11 @@ class Decoder:
         cfg, tp = self.cfg, self.par.tp_size
         w = w.float()
         h = cfg.hidden_size
-        total = rows if rows is not None else w.shape[0] * (tp if cfg.use_parallel_embedding and cfg.embedding_sharding_dim == 0 else 1)
+        total = (
+            rows
+            if rows is not None
+            else w.shape[0] * (tp if cfg.use_parallel_embedding and cfg.embedding_sharding_dim == 0 else 1)
+        )
         if cfg.use_parallel_embedding and tp > 1:
             want = (total // tp, h) if cfg.embedding_sharding_dim == 0 else (total, h // tp)
         else:

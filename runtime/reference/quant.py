@@ -156,7 +156,9 @@ def build_linear(
         # FP8Linear/FP8RowLinear: per-tensor weight scale, per-tensor static activation scale; int8-stored weights
         # are viewed as e4m3 (preprocess_perlayer_weights, FP8 branch).
         if wsf is None or asf is None:
-            raise CheckpointError(f"{shard}: {prefix}: FP8 weights need weights_scaling_factor and activation_scaling_factor")
+            raise CheckpointError(
+                f"{shard}: {prefix}: FP8 weights need weights_scaling_factor and activation_scaling_factor"
+            )
         fp8 = w.view(torch.float8_e4m3fn) if w.dtype == torch.int8 else w
         weight = fp8.float() * wsf.float().reshape(())
         a = asf.float().reshape(())

@@ -34,7 +34,9 @@ class ReferenceRunner:
 
     # ---------------------------------------------------------------------------------------------- loading
     @classmethod
-    def open(cls, checkpoint_dir: str | Path, rank: int | None = None, world_size: int | None = None) -> ReferenceRunner:
+    def open(
+        cls, checkpoint_dir: str | Path, rank: int | None = None, world_size: int | None = None
+    ) -> ReferenceRunner:
         """Load this process's shard of the checkpoint. rank/world_size default to the launcher's environment."""
         ckpt = Path(checkpoint_dir)
         cfg = read_config(ckpt)
@@ -52,8 +54,15 @@ class ReferenceRunner:
         del tensors
         log.info(
             "reference: %s %s, quant %s, kv %s, rank %d/%d (tp %d, pp %d), loaded in %.1f s (fp32 compute)",
-            cfg.architecture, cfg.dtype, cfg.quant_algo, cfg.kv_cache_quant_algo, world.rank, world.size,
-            cfg.mapping.tp_size, cfg.mapping.pp_size, time.perf_counter() - t0,
+            cfg.architecture,
+            cfg.dtype,
+            cfg.quant_algo,
+            cfg.kv_cache_quant_algo,
+            world.rank,
+            world.size,
+            cfg.mapping.tp_size,
+            cfg.mapping.pp_size,
+            time.perf_counter() - t0,
         )
         return cls(cfg, world, decoder, par)
 
@@ -91,7 +100,7 @@ class ReferenceRunner:
         positions = valid.long().cumsum(-1) - 1
         step_ids, step_pos = ids, positions.clamp_min(0)
         slots = valid  # (B, S) which cache slots hold real tokens
-        for step in range(max(0, s.max_new_tokens)):
+        for _step in range(max(0, s.max_new_tokens)):
             n = step_ids.shape[1]
             start = cache.length
             mask = _mask(slots, start, n)
@@ -117,7 +126,7 @@ class ReferenceRunner:
             if bool(done.all()):
                 break
             step_ids = tok.unsqueeze(1)
-            step_pos = (step_pos[:, -1:] + 1)
+            step_pos = step_pos[:, -1:] + 1
             slots = torch.cat([slots, torch.ones(b, 1, dtype=torch.bool)], dim=1)
         if not self.is_leader:
             return []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def next_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, gen: torch.Generator) -> torch.Tensor:
+def next_tokens(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, gen: torch.Generator
+) -> torch.Tensor:
     """logits (B, V) float32 -> (B,) int64."""
     if temperature <= 0.0 or top_k == 1:
         return logits.argmax(dim=-1)

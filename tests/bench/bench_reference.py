@@ -90,16 +90,26 @@ def main() -> None:
 
         def run_hf(n, enc=enc):
             with torch.inference_mode():
-                hf.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id or 0)
+                hf.generate(
+                    **enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id or 0
+                )
 
         run_ref(2), run_hf(2)  # warm-up
         res = {}
         for name, fn in (("reference", run_ref), ("transformers", run_hf)):
             t1, tn = timed(lambda fn=fn: fn(1)), timed(lambda fn=fn: fn(args.tokens))
             res[name] = (args.tokens - 1) * batch / max(tn - t1, 1e-9)
-        rows.append({"batch": batch, **{k: round(v, 1) for k, v in res.items()}, "ratio": round(res["reference"] / res["transformers"], 2)})
-    print(f"SmolLM2-135M-Instruct (bf16 weights, fp32 compute), CPU x{torch.get_num_threads()} threads, "
-          f"{args.tokens} new tokens, decode tokens/s (prefill subtracted)")
+        rows.append(
+            {
+                "batch": batch,
+                **{k: round(v, 1) for k, v in res.items()},
+                "ratio": round(res["reference"] / res["transformers"], 2),
+            }
+        )
+    print(
+        f"SmolLM2-135M-Instruct (bf16 weights, fp32 compute), CPU x{torch.get_num_threads()} threads, "
+        f"{args.tokens} new tokens, decode tokens/s (prefill subtracted)"
+    )
     print("| batch | reference tok/s | transformers generate tok/s | ratio |")
     print("|---|---|---|---|")
     for r in rows:

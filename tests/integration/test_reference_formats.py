@@ -64,7 +64,9 @@ def test_quantized_checkpoint_matches_fake_quant(fmt, kv, checkpoints, tiny_mode
     fq_logits, base_logits = hf_logits(fq, SEQS), hf_logits(base, SEQS)
     err, quant_err = nrmse(ours, fq_logits), nrmse(fq_logits, base_logits)
     assert quant_err > 0.01, f"{fmt}: fake quantization changed nothing ({quant_err}): the test would prove nothing"
-    assert err < CASES[(fmt, kv)] * quant_err, f"{fmt}/kv {kv}: reference vs fake-quant {err:.4f}, quant error {quant_err:.4f}"
+    assert err < CASES[(fmt, kv)] * quant_err, (
+        f"{fmt}/kv {kv}: reference vs fake-quant {err:.4f}, quant error {quant_err:.4f}"
+    )
 
 
 @pytest.mark.parametrize(("fmt", "bits"), [("int8_wo", 8), ("int4_wo", 4)])
@@ -85,7 +87,9 @@ def test_weight_only_is_quantized_at_load(fmt, bits, checkpoints):
     assert max(len(torch.unique(r)) for r in got) <= 2**bits
     assert not torch.equal(got, w.float())
     # lm_head is never weight-only quantized
-    assert torch.equal(runner.decoder.lm_head.weight, load_file(str(ckpt / "rank0.safetensors"))["lm_head.weight"].float())
+    assert torch.equal(
+        runner.decoder.lm_head.weight, load_file(str(ckpt / "rank0.safetensors"))["lm_head.weight"].float()
+    )
 
 
 def test_int4_unpack_inverts_modelopt_packing():
@@ -110,7 +114,10 @@ def test_kv_cache_quantization(fmt, kv, grid, checkpoints):
 
     ckpt, _ = checkpoints("llama", fmt, kv)
     t = load_file(str(ckpt / "rank0.safetensors"))
-    want = torch.maximum(t["transformer.layers.1.attention.k_cache_scaling_factor"], t["transformer.layers.1.attention.v_cache_scaling_factor"])
+    want = torch.maximum(
+        t["transformer.layers.1.attention.k_cache_scaling_factor"],
+        t["transformer.layers.1.attention.v_cache_scaling_factor"],
+    )
     runner = ReferenceRunner.open(ckpt)
     layer = runner.decoder.layers[1]
     assert layer.kv_scale.item() == pytest.approx(want.item())

@@ -60,8 +60,9 @@ def test_cli_json_and_streaming(setup):
 
     ckpt, runner, tok = setup
     r = CliRunner()
-    res = r.invoke(cli, ["run", str(ckpt), "The quick brown", "Paris is", "--max-new-tokens", "5", "--json"],
-                   standalone_mode=False)
+    res = r.invoke(
+        cli, ["run", str(ckpt), "The quick brown", "Paris is", "--max-new-tokens", "5", "--json"], standalone_mode=False
+    )
     assert res.exception is None, res.output
     data = json.loads(res.stdout)
     assert data["backend"] == "reference" and [len(c["token_ids"]) for c in data["completions"]] == [5, 5]

@@ -42,7 +42,9 @@ def test_verify_cli_exit_codes(checkpoints, tiny_models, tmp_path):
 
     ckpt, _ = checkpoints("llama", "int4_awq")
     runner = CliRunner()
-    ok = runner.invoke(cli, ["verify", str(ckpt), "--source", str(tiny_models["llama"]), "--json"], standalone_mode=False)
+    ok = runner.invoke(
+        cli, ["verify", str(ckpt), "--source", str(tiny_models["llama"]), "--json"], standalone_mode=False
+    )
     assert ok.exception is None, ok.output
     assert '"passed": true' in ok.output
     bad_dir = _corrupt(ckpt, tmp_path / "bad", "transformer.layers.0.attention.qkv.weights_scaling_factor", 3.0)
@@ -65,7 +67,9 @@ def test_truncated_shard_is_refused_with_the_tensor_named(checkpoints, tmp_path)
     t = load_file(str(bad / "rank0.safetensors"))
     t["transformer.layers.2.mlp.fc.weight"] = t["transformer.layers.2.mlp.fc.weight"][:-8].contiguous()
     save_file(t, str(bad / "rank0.safetensors"))
-    with pytest.raises(CheckpointError, match=r"layers\.2\.mlp\.fc\.weight has \(out, in\) shape \(120, 64\), expected \(128, 64\)"):
+    with pytest.raises(
+        CheckpointError, match=r"layers\.2\.mlp\.fc\.weight has \(out, in\) shape \(120, 64\), expected \(128, 64\)"
+    ):
         ReferenceRunner.open(bad)
 
 
