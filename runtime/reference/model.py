@@ -164,17 +164,31 @@ class Decoder:
             )
         self.rope_dim = 0
         self.pos_table = None
-        learned = (
-            "transformer.position_embedding.weight" in tensors or cfg.position_embedding_type == "learned_absolute"
-        )
-        if cfg.family == "gpt" and learned:
-            # ModelOpt 0.47 writes position_embedding_type "rope_gpt_neox" for GPT-2 (its default when the decoder
-            # reports none) next to a learned position table; GPT-2 is learned-absolute (tensorrt_llm/models/gpt).
+        self.pos_sharded = False
+        has_table = "transformer.position_embedding.weight" in tensors
+        if cfg.position_embedding_type == "learned_absolute":
             if par.first_stage:
                 self.pos_table = self._embedding_table(tensors, "transformer.position_embedding.weight", shard, None)
+                # Newer exports shard the position table like the vocab table; older TensorRT-LLM (models/gpt/
+                # model.py GPTEmbedding) keeps it whole: tell them apart by its row count.
+                self.pos_sharded = tp > 1 and self.pos_table.shape[0] * tp == cfg.max_position_embeddings
         elif cfg.position_embedding_type.startswith("rope"):
+            if has_table:
+                # ModelOpt 0.47 writes "rope_gpt_neox" for GPT-2 (its default when a decoder reports none) next to the
+                # learned table. TensorRT-LLM (models/gpt/model.py GPTEmbedding) creates position_embedding only for
+                # learned_absolute, so an engine would apply RoPE and drop the table: refuse rather than guess.
+                raise CheckpointError(
+                    f"{cfg.path}/config.json: position_embedding_type is {cfg.position_embedding_type} but the "
+                    "checkpoint holds transformer.position_embedding.weight (a learned position table, as GPT-2 has): "
+                    "TensorRT-LLM would apply RoPE and ignore the table; set position_embedding_type to "
+                    "learned_absolute in config.json (a known ModelOpt 0.47 export bug)"
+                )
             self.rope_dim = int(cfg.head_size * cfg.rotary_pct)
             self.inv_freq = _inv_freq(cfg, self.rope_dim)
+        else:
+            raise CheckpointError(
+                f"{cfg.path}/config.json: position_embedding_type {cfg.position_embedding_type} is not implemented"
+            )
         self.embed = None
         if par.first_stage:
             self.embed = self._embedding_table(tensors, "transformer.vocab_embedding.weight", shard, cfg.padded_vocab)
@@ -227,9 +241,11 @@ class Decoder:
             raise CheckpointError(f"{shard}: {key} has shape {tuple(w.shape)}, expected {want} for this rank")
         return w
 
-    def _lookup(self, table, ids):
+    def _lookup(self, table, ids, sharded: bool | None = None):
         cfg, par = self.cfg, self.par
-        if not cfg.use_parallel_embedding or par.tp_size == 1:
+        if sharded is None:
+            sharded = cfg.use_parallel_embedding
+        if not sharded or par.tp_size == 1:
             return F.embedding(ids, table)
         if cfg.embedding_sharding_dim == 0:
             n = table.shape[0]
@@ -247,7 +263,7 @@ class Decoder:
         if par.first_stage:
             x = self._lookup(self.embed, ids)
             if self.pos_table is not None:
-                x = x + self._lookup(self.pos_table, positions)
+                x = x + self._lookup(self.pos_table, positions, self.pos_sharded)
         else:
             x = par.recv_prev((b, n, self.cfg.hidden_size))
         rope = None

@@ -16,14 +16,18 @@ def _run(mpirun, n, ckpt, out):
     return torch.load(out)
 
 
-@pytest.mark.parametrize(("fmt", "tp", "pp"), [("int4_awq", 2, 1), ("int8_sq", 1, 2)])
-def test_split_matches_tp1(fmt, tp, pp, checkpoints, mpirun, tmp_path):
+@pytest.mark.parametrize(
+    ("arch", "fmt", "tp", "pp"),
+    [("llama", "int4_awq", 2, 1), ("llama", "int8_sq", 1, 2), ("gpt2", "fp16", 2, 1)],
+    ids=["llama-int4_awq-tp2", "llama-int8_sq-pp2", "gpt2-fp16-tp2"],
+)
+def test_split_matches_tp1(arch, fmt, tp, pp, checkpoints, mpirun, tmp_path):
     from runtime.reference.runner import ReferenceRunner
     from runtime.runners.base import Sampling
     from tests.integration.conftest import SEQS
 
-    one, _ = checkpoints("llama", fmt)
-    split, _ = checkpoints("llama", fmt, tp=tp, pp=pp)
+    one, _ = checkpoints(arch, fmt)
+    split, _ = checkpoints(arch, fmt, tp=tp, pp=pp)
     r1 = ReferenceRunner.open(one)
     want_logits = r1.logits(SEQS)
     want_tokens = [o.token_ids for o in r1.generate(SEQS, Sampling(max_new_tokens=8))]

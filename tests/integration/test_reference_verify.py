@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 pytestmark = pytest.mark.integration
@@ -87,4 +86,21 @@ def test_unknown_quant_algo_is_a_clear_error(checkpoints, tmp_path):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="quant_algo NVFP4 is not implemented"):
         ReferenceRunner.open(bad)
-    assert torch.is_tensor(torch.zeros(1))
+
+
+def test_gpt2_rope_config_with_a_learned_table_is_refused(checkpoints, tmp_path):
+    """ModelOpt 0.47 exports GPT-2 with position_embedding_type rope_gpt_neox: TensorRT-LLM would drop the table."""
+    import json
+
+    from runtime.errors import CheckpointError
+    from runtime.reference.runner import ReferenceRunner
+
+    ckpt, _ = checkpoints("gpt2", "fp16")
+    assert ReferenceRunner.open(ckpt).decoder.pos_table is not None  # fixed config: learned_absolute
+    bad = tmp_path / "g"
+    shutil.copytree(ckpt, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["position_embedding_type"] = "rope_gpt_neox"
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="set position_embedding_type to learned_absolute"):
+        ReferenceRunner.open(bad)
