@@ -68,3 +68,24 @@ def test_cli_json_and_streaming(setup):
     assert data["backend"] == "reference" and [len(c["token_ids"]) for c in data["completions"]] == [5, 5]
     streamed = r.invoke(cli, ["run", str(ckpt), "The quick brown", "--max-new-tokens", "5"], standalone_mode=False)
     assert streamed.stdout.strip() == data["completions"][0]["text"].strip()
+
+
+def test_run_on_a_built_artifact(tiny_models, tmp_path):
+    """`trtq build` (checkpoint target) then `trtq run ARTIFACT`: the runner is picked from the artifact's layout."""
+    from builder.cli import cli
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: tiny-fp16\nmodel: {{path: {tiny_models['llama']}}}\nquantization: {{format: fp16}}\n"
+        "targets: [checkpoint]\n"
+    )
+    r = CliRunner()
+    built = r.invoke(cli, ["build", str(recipe), "--root", str(tmp_path / "engines")], standalone_mode=False)
+    assert built.exception is None, built.output
+    art = tmp_path / "engines" / "tiny-fp16"
+    res = r.invoke(cli, ["run", str(art), "The quick brown", "--max-new-tokens", "4", "--json"], standalone_mode=False)
+    assert res.exception is None, res.output
+    data = json.loads(res.stdout)
+    assert data["backend"] == "reference" and data["completions"][0]["completion_tokens"] == 4
+    engine = r.invoke(cli, ["run", str(art), "hi", "--backend", "engine"], standalone_mode=False)
+    assert engine.exception is not None and "no engine/ directory" in str(engine.exception)
