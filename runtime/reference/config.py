@@ -114,6 +114,11 @@ def read_config(ckpt_dir: str | Path) -> CheckpointConfig:
             f"{path}: quantization.quant_algo {algo} is not implemented by the reference runtime "
             f"(supported: {', '.join(str(a) for a in WEIGHT_ALGOS)})"
         )
+    if quant.get("has_zero_point"):
+        raise CheckpointError(
+            f"{path}: quantization.has_zero_point is true (asymmetric int4, e.g. GPTQ): not implemented by the "
+            "reference runtime (trtq's AWQ exports are symmetric)"
+        )
     if kv not in KV_ALGOS:
         raise CheckpointError(f"{path}: quantization.kv_cache_quant_algo {kv} is not implemented (INT8, FP8 or null)")
     mapping = raw.get("mapping") or {}

@@ -9,6 +9,7 @@ Activations: tensorrt_llm/functional.py ACT2FN; its `gelu` is the tanh approxima
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 
@@ -66,7 +67,16 @@ class Layer:
         qkv_out = (self.heads + 2 * self.kv_heads) * self.head
 
         def lin(name, shape):
-            return build_linear(t, f"{p}.{name}", cfg.quant_algo, dtype, shape, shard, cfg.group_size)
+            # weight_only_quantize_dict (tensorrt_llm/models/modeling_utils.py) skips weights matching
+            # exclude_modules (fnmatch on the tensor name)
+            wname = f"{p}.{name}.weight"
+            excluded = any(
+                fnmatch.fnmatchcase(wname, pat) or fnmatch.fnmatchcase(f"{p}.{name}", pat)
+                for pat in cfg.exclude_modules
+            )
+            return build_linear(
+                t, f"{p}.{name}", cfg.quant_algo, dtype, shape, shard, cfg.group_size, quantize_weight_only=not excluded
+            )
 
         self.norm1 = _norm(t, f"{p}.input_layernorm", h, shard)
         self.norm2 = _norm(t, f"{p}.post_layernorm", h, shard)
