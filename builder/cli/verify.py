@@ -31,9 +31,15 @@ from builder.cli._common import setup_logging
     help="Text file to score, one text per paragraph (blank-line separated); default: built-in texts.",
 )
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(2, 8192), help="Tokens per text.")
+@click.option(
+    "--fake-quant/--no-fake-quant",
+    default=True,
+    show_default=True,
+    help="Also compare with the calibrated ModelOpt model restored from the artifact's quantize/ stage.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("-v", "--verbose", is_flag=True)
-def verify(artifact, source, baseline, texts, max_tokens, as_json, verbose) -> None:
+def verify(artifact, source, baseline, texts, max_tokens, fake_quant, as_json, verbose) -> None:
     """Compare the reference run of ARTIFACT's TensorRT-LLM checkpoint with the source model (and a baseline).
 
     \b
@@ -90,3 +96,25 @@ def _resolved_source(artifact: Path) -> Path | None:
 
     d = model_dir(artifact / "resolve")
     return d if (d / "config.json").is_file() else None
+
+
+def _fake_quant_model(artifact: Path, source: Path):
+    """The calibrated fake-quant model of a quantized artifact (restored by the quantize stage), or None."""
+    import logging
+
+    from runtime.manifest import ManifestError, read_manifest
+
+    log = logging.getLogger("trtq.verify")
+    qdir = artifact / "quantize"
+    if not qdir.is_dir():
+        return None
+    try:
+        from builder._model import export_dtype, read_config
+        from builder.recipe import Recipe
+        from builder.stages.quantize import restore_quantized
+
+        recipe = Recipe.model_validate(read_manifest(artifact).recipe)
+        return restore_quantized(recipe, source, qdir, export_dtype(recipe.model.dtype, read_config(source)))
+    except (ImportError, ManifestError, ValueError, OSError) as e:
+        log.warning("no fake-quant comparison (%s): comparing with the source model only", str(e).splitlines()[0])
+        return None
