@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-_CHUNK = 1 << 20
+from runtime.manifest import sha256_file  # noqa: F401  (one implementation; builder re-exports it)
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:
@@ -30,14 +30,6 @@ def changed_keys(old: dict[str, Any] | None, new: dict[str, Any], prefix: str = 
         elif a != b:
             out.append(path)
     return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_table(root: Path, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:

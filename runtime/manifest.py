@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,15 @@ class Manifest(BaseModel):
     @property
     def world_size(self) -> int:
         return int(self.parallel.get("world_size", 1))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file, read in 1 MiB chunks: what the manifest's `files` table records for each file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 class ManifestError(Exception):

@@ -27,7 +27,7 @@ from typing import Any
 
 from runtime import compat
 from runtime.locations import LocationError, parse_location
-from runtime.manifest import FILENAME, SCHEMA_VERSION, Manifest
+from runtime.manifest import FILENAME, SCHEMA_VERSION, Manifest, sha256_file
 from runtime.stores import MissingClient, StoreError, open_store
 
 log = logging.getLogger("trtq.pull")
@@ -116,14 +116,6 @@ def safe_relpath(rel: str, where: str) -> PurePosixPath:
     if p.as_posix() == FILENAME:
         raise PullError(f"{where}: manifest lists {FILENAME} as one of its own files: the manifest is damaged")
     return p
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pull(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from builder.errors import StageFailed, UsageError
-from runtime.manifest import FILENAME, Manifest, ManifestError, read_manifest
+from runtime.manifest import FILENAME, Manifest, ManifestError, read_manifest, sha256_file
 
 # Stage directories that are build caches, not deliverables: a manifest listing them is refused.
 _CACHES = ("resolve", "quantize")
@@ -92,7 +92,7 @@ def load_publishable(artifact_dir: Path, allow_unverified: bool = False) -> Publ
         except FileNotFoundError:
             changed.append(f"{entry.path}: missing")
             continue
-        if size != entry.size or _sha256(path) != entry.sha256:
+        if size != entry.size or sha256_file(path) != entry.sha256:
             changed.append(f"{entry.path}: differs from the manifest (size or sha256)")
             continue
         files.append(PublishFile(rel.as_posix(), path, entry.size, entry.sha256))
@@ -104,10 +104,3 @@ def load_publishable(artifact_dir: Path, allow_unverified: bool = False) -> Publ
     manifest_bytes = (artifact_dir / FILENAME).read_bytes()
     return Publishable(artifact_dir, manifest, manifest_bytes, tuple(sorted(files, key=lambda f: f.rel)))
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

@@ -17,6 +17,7 @@ def test_readme_starts_with_setup_and_test_commands():
     build, test = readme_commands()
     assert "trtq build recipes/smollm2-135m/" in build and "torch==2.13.0" in build
     assert "pytest" in test and "torch==2.13.0" in test
+    assert "nvidia-modelopt==0.37.0" in test, "CI runs the quantization tests against both ModelOpt generations"
 
 
 def test_ci_runs_exactly_the_readme_test_command():
