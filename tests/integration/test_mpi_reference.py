@@ -10,28 +10,39 @@ import torch
 pytestmark = [pytest.mark.integration, pytest.mark.mpi]
 
 
-def _run(mpirun, n, ckpt, out):
-    p = mpirun(n, "tests/integration/_mpi_logits.py", str(ckpt), str(out))
+SPLITS = {  # id -> (arch, format, tp, pp); all world size 2, run in one mpirun launch
+    "llama-int4_awq-tp2": ("llama", "int4_awq", 2, 1),
+    "llama-int8_sq-pp2": ("llama", "int8_sq", 1, 2),
+    "gpt2-fp16-tp2": ("gpt2", "fp16", 2, 1),
+}
+
+
+@pytest.fixture(scope="module")
+def split_results(checkpoints, tmp_path_factory):
+    from tests.integration.conftest import mpirun_launcher
+
+    out = tmp_path_factory.mktemp("mpi")
+    args = []
+    for name, (arch, fmt, tp, pp) in SPLITS.items():
+        ckpt, _ = checkpoints(arch, fmt, tp=tp, pp=pp)
+        args += [str(ckpt), str(out / f"{name}.pt")]
+    p = mpirun_launcher()(2, "tests/integration/_mpi_logits.py", *args, timeout=300)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    return torch.load(out)
+    return {name: torch.load(out / f"{name}.pt") for name in SPLITS}
 
 
-@pytest.mark.parametrize(
-    ("arch", "fmt", "tp", "pp"),
-    [("llama", "int4_awq", 2, 1), ("llama", "int8_sq", 1, 2), ("gpt2", "fp16", 2, 1)],
-    ids=["llama-int4_awq-tp2", "llama-int8_sq-pp2", "gpt2-fp16-tp2"],
-)
-def test_split_matches_tp1(arch, fmt, tp, pp, checkpoints, mpirun, tmp_path):
+@pytest.mark.parametrize("name", list(SPLITS))
+def test_split_matches_tp1(name, split_results, checkpoints):
     from runtime.reference.runner import ReferenceRunner
     from runtime.runners.base import Sampling
     from tests.integration.conftest import SEQS
 
+    arch, fmt, _, _ = SPLITS[name]
     one, _ = checkpoints(arch, fmt)
-    split, _ = checkpoints(arch, fmt, tp=tp, pp=pp)
     r1 = ReferenceRunner.open(one)
     want_logits = r1.logits(SEQS)
     want_tokens = [o.token_ids for o in r1.generate(SEQS, Sampling(max_new_tokens=8))]
-    got = _run(mpirun, tp * pp, split, tmp_path / "out.pt")
+    got = split_results[name]
     for a, b in zip(got["logits"], want_logits, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)  # floating-point tolerance only
     assert got["tokens"] == want_tokens
