@@ -103,4 +103,3 @@ def load_publishable(artifact_dir: Path, allow_unverified: bool = False) -> Publ
         )
     manifest_bytes = (artifact_dir / FILENAME).read_bytes()
     return Publishable(artifact_dir, manifest, manifest_bytes, tuple(sorted(files, key=lambda f: f.rel)))
-

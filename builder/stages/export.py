@@ -49,6 +49,7 @@ def export_checkpoint(recipe: Recipe, model_dir: Path, quantize_dir: Path | None
             inference_tensor_parallel=tp,
             inference_pipeline_parallel=pp,
         )
+    _fix_config(out / "config.json", read_config(model_dir))
     if FORMATS[recipe.quantization.format].modelopt_cfg is None and recipe.quantization.format not in ("fp16", "bf16"):
         _mark_weight_only(out, recipe, model)
     log.info("TensorRT-LLM checkpoint: %s, tp=%d pp=%d, %s (%.1f s)", decoder, tp, pp, dtype, time.perf_counter() - t0)
@@ -56,6 +57,35 @@ def export_checkpoint(recipe: Recipe, model_dir: Path, quantize_dir: Path | None
     config = json.loads((out / "config.json").read_text())
     check_checkpoint(out, tp, pp, FORMATS[recipe.quantization.format].quant_algo, KV_ALGO[recipe.quantization.kv_cache])
     return config
+
+
+def _fix_config(path: Path, hf_config: dict[str, Any]) -> None:
+    """Correct what ModelOpt's TensorRT-LLM export gets wrong, so TensorRT-LLM computes what the model computes.
+
+    - rotary_base: transformers 5 moved `rope_theta` into `rope_parameters`; ModelOpt's lookup misses it and writes
+      nothing, and TensorRT-LLM then uses its default 10000 (SmolLM2 needs 100000, Qwen2 1e6).
+    - GPT-2 has learned absolute positions (the export writes transformer.position_embedding.weight) but the
+      config says rope_gpt_neox, which TensorRT-LLM would apply instead of the table.
+    """
+    config = json.loads(path.read_text())
+    changed = False
+    rope = hf_config.get("rope_parameters") or {}
+    theta = rope.get("rope_theta", hf_config.get("rope_theta"))
+    if (
+        theta is not None
+        and config.get("position_embedding_type", "").startswith("rope")
+        and config.get("rotary_base") != float(theta)
+    ):
+        config["rotary_base"] = float(theta)
+        changed = True
+    if (
+        config.get("architecture") in ("GPT2LMHeadModel", "GPTForCausalLM")
+        and config.get("position_embedding_type") != "learned_absolute"
+    ):
+        config["position_embedding_type"] = "learned_absolute"
+        changed = True
+    if changed:
+        path.write_text(json.dumps(config, indent=4) + "\n")
 
 
 def _mark_weight_only(out: Path, recipe: Recipe, model) -> None:
