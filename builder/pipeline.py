@@ -19,6 +19,7 @@ from typing import Any
 
 from builder import __version__
 from builder._deps import version
+from builder._fault import crash_point
 from builder.errors import StageFailed, UsageError
 from builder.fingerprint import changed_keys, file_table, fingerprint
 from builder.quant_formats import FORMATS, needs_calibration
@@ -323,6 +324,7 @@ def build(
             status = f"incomplete: {e}".split("\n")[0][:200]
             write_manifest(ws, recipe, the_plan, status, recipe_path)
             raise
+        crash_point("manifest:before")
         manifest = write_manifest(ws, recipe, the_plan, status, recipe_path)
     return Outcome(the_plan, ran, manifest, status)
 
@@ -349,9 +351,13 @@ def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> N
 
 
 def _run_stage(step: Step, recipe: Recipe, recipe_dir: Path, ws: Workspace, recipe_path: Path | None) -> None:
+    # The manifest describes the stage directories as they were; once one of them is about to change it would list
+    # files that no longer match. No manifest at all is the honest state until this build writes its own.
+    ws.drop_manifest()
     t0 = time.perf_counter()
     # Libraries print progress to stdout (ModelOpt's "current rank: 0 ..."); stdout belongs to --json output.
     with ws.writing(step.stage.name) as tmp, contextlib.redirect_stdout(sys.stderr):
+        crash_point(f"{step.stage.name}:before")
         ctx = StageContext(recipe, recipe_dir, ws, tmp, recipe_path)
         result = step.stage.run(ctx) or {}
         seconds = round(time.perf_counter() - t0, 3)
@@ -364,4 +370,5 @@ def _run_stage(step: Step, recipe: Recipe, recipe_dir: Path, ws: Workspace, reci
             "files": file_table(tmp, skip=(STAMP,)) if step.stage.deliverable else [],
         }
         ws.publish_stage(step.stage.name, tmp, stamp)
+    crash_point(f"{step.stage.name}:after")
     log.info("%-10s done in %.1f s", step.stage.name, seconds)

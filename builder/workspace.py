@@ -19,9 +19,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from builder._fault import crash_point
 from builder.errors import LockedError, UsageError
 
 STAMP = ".stage.json"
+MANIFEST = "manifest.json"  # runtime.manifest.FILENAME (a test keeps them equal)
 
 
 class Workspace:
@@ -94,17 +96,26 @@ class Workspace:
         """Stamp ``tmp`` and move it into place as the stage's directory, replacing an older one."""
         write_json_atomic(tmp / STAMP, stamp)
         _fsync_tree(tmp)
+        crash_point(f"{stage}:publish")
         final = self.stage_dir(stage)
         old = None
         if final.exists():
             old = self.dir / f".old-{stage}-{os.getpid()}"
             shutil.rmtree(old, ignore_errors=True)
             os.rename(final, old)
+            crash_point(f"{stage}:swap")
         os.rename(tmp, final)
         _fsync_dir(self.dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def drop_manifest(self) -> None:
+        """Remove manifest.json (called under the lock before any stage directory changes)."""
+        path = self.dir / MANIFEST
+        if path.exists():
+            path.unlink()
+            _fsync_dir(self.dir)
 
     def remove_stage(self, stage: str) -> None:
         """Drop a stage's output (a target the recipe no longer asks for)."""

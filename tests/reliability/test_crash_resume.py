@@ -1,0 +1,122 @@
+"""Kill -9 a build at every stage boundary and at random moments inside stages; the resumed build must produce the
+same deliverable files (sha256) as an uninterrupted one, and nothing partial may ever look complete."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from _harness import SIGKILL, Zygote, assert_nothing_partial, deliverables
+from _tiny import make_model
+
+pytestmark = pytest.mark.integration
+
+BOUNDARIES = ("before", "publish", "after")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("models") / "llama", "llama")
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory):
+    z = Zygote(tmp_path_factory.mktemp("logs"))
+    yield z
+    z.close()
+
+
+def write_recipe(dir_: Path, model: Path, fmt: str, **extra) -> Path:
+    body = {
+        "name": "art",
+        "model": {"path": str(model)},
+        "quantization": {"format": fmt},
+        "calibration": {"samples": 4, "seq_len": 32},
+        "parallel": {"tp": extra.pop("tp", 1)},
+        "targets": extra.pop("targets", ["checkpoint", "hf"]),
+    }
+    dir_.mkdir(parents=True, exist_ok=True)
+    path = dir_ / f"{fmt}.yaml"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def clean_build(zygote: Zygote, recipe: Path, root: Path) -> dict[str, str]:
+    r = zygote.run("build", recipe, "--root", root)
+    assert r["rc"] == 0, r["log"]
+    return deliverables(root / "art")
+
+
+def kill_at(zygote: Zygote, recipe: Path, root: Path, point: str, *flags) -> list[str]:
+    r = zygote.run("build", recipe, "--root", root, *flags, fault=point)
+    assert r["signal"] == SIGKILL, f"the build never reached {point}:\n{r['log']}"
+    return assert_nothing_partial(root / "art")
+
+
+def finish(zygote: Zygote, recipe: Path, root: Path) -> tuple[dict[str, str], str]:
+    r = zygote.run("build", recipe, "--root", root)
+    assert r["rc"] == 0, r["log"]
+    assert_nothing_partial(root / "art")
+    assert not list((root / "art").glob(".tmp-*")) and not list((root / "art").glob(".old-*"))
+    return deliverables(root / "art"), r["log"]
+
+
+def test_unquantized_build_killed_at_every_stage_boundary_resumes_identically(tmp_path, tiny, zygote):
+    recipe = write_recipe(tmp_path, tiny, "fp16", tp=2)
+    reference = clean_build(zygote, recipe, tmp_path / "reference")
+    assert {"checkpoint/rank0.safetensors", "checkpoint/rank1.safetensors", "hf/model.safetensors"} <= set(reference)
+
+    root = tmp_path / "killed"
+    seen = []
+    for stage in ("resolve", "checkpoint", "hf"):
+        for when in BOUNDARIES:
+            complete = kill_at(zygote, recipe, root, f"{stage}:{when}")
+            assert (stage in complete) == (when == "after"), f"{stage}:{when} left {complete}"
+            assert not (root / "art" / "manifest.json").exists(), "no manifest before the build completed"
+            seen.append(complete)
+    kill_at(zygote, recipe, root, "manifest:before")
+    resumed, log = finish(zygote, recipe, root)
+    assert resumed == reference
+    assert "up to date" in log or "reused" in log, "the last attempt reused every stage"
+    assert seen[-1] == ["checkpoint", "hf", "resolve"]
+
+    # A rebuild (--force) killed while the old checkpoint is moved aside and the new one not yet in place: the old
+    # output is gone (never half-replaced), the resumed build re-creates it and the manifest disappears meanwhile.
+    complete = kill_at(zygote, recipe, root, "checkpoint:swap", "--force")
+    assert "checkpoint" not in complete and list((root / "art").glob(".old-checkpoint-*"))
+    assert not (root / "art" / "manifest.json").exists(), "a manifest never outlives the files it lists"
+    resumed, log = finish(zygote, recipe, root)
+    assert resumed == reference and "checkpoint running" in log
+
+
+def test_quantized_build_killed_at_boundaries_and_at_random_moments_resumes_identically(tmp_path, tiny, zygote):
+    recipe = write_recipe(tmp_path, tiny, "fp8")
+    reference = clean_build(zygote, recipe, tmp_path / "reference")
+    assert "hf/hf_quant_config.json" in reference
+
+    root = tmp_path / "killed"
+    for point in ("quantize:before", "quantize:publish", "quantize:after", "checkpoint:publish", "hf:before"):
+        kill_at(zygote, recipe, root, point)
+    resumed, _ = finish(zygote, recipe, root)
+    assert resumed == reference
+
+    # Random moments: a fresh artifact, killed after seeded random delays (each attempt resumes the last one), until a
+    # build completes. The delays fall inside resolve, quantize (calibration), and the exports.
+    rng = random.Random(20261122)
+    root = tmp_path / "random"
+    kills = 0
+    for _ in range(12):
+        r = zygote.run("build", recipe, "--root", root, kill_after=rng.uniform(0.2, 2.5))
+        assert_nothing_partial(root / "art")
+        if r["signal"] is None:
+            assert r["rc"] == 0, r["log"]
+            break
+        assert r["signal"] == SIGKILL
+        kills += 1
+    else:
+        r = zygote.run("build", recipe, "--root", root)
+        assert r["rc"] == 0, r["log"]
+    assert kills >= 2, "the random kills landed inside the build"
+    assert deliverables(root / "art") == reference
