@@ -9,23 +9,10 @@ from pathlib import Path
 
 import pytest
 from _harness import SIGKILL, Zygote, assert_nothing_partial, deliverables
-from _tiny import make_model
 
 pytestmark = pytest.mark.integration
 
 BOUNDARIES = ("before", "publish", "after")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_model(tmp_path_factory.mktemp("models") / "llama", "llama")
-
-
-@pytest.fixture(scope="module")
-def zygote(tmp_path_factory):
-    z = Zygote(tmp_path_factory.mktemp("logs"))
-    yield z
-    z.close()
 
 
 def write_recipe(dir_: Path, model: Path, fmt: str, **extra) -> Path:
