@@ -43,6 +43,10 @@ class ModelSourceError(UsageError):
     """The model could not be resolved: missing file, unpinned revision, pickled weights, not a GGUF file..."""
 
 
+class DiskSpaceError(UsageError):
+    """The filesystem a build writes to lacks the space its stages need (refused before they run)."""
+
+
 class MissingDependency(TrtqError):
     """An optional dependency is not installed; the message names the extra or container that provides it."""
 

@@ -312,6 +312,9 @@ def build(
             for step, earlier in zip(the_plan.steps, first.steps, strict=False):
                 if step.stage.name in ran:  # resolve ran in the first phase: report it as run, with its reason
                     step.action, step.reason = earlier.action, earlier.reason
+            if any(s.stage.name != "resolve" for s in the_plan.steps):
+                _check_layout_once(recipe, ws, results)  # an impossible layout is the clearer error
+            _check_disk(the_plan, recipe, ws)
             for step in the_plan.steps:
                 if step.stage.name == "resolve":
                     continue
@@ -332,6 +335,24 @@ def build(
 def _announce(step: Step) -> None:
     verb = "reused" if step.action == "reuse" else "running"
     log.info("%-10s %s: %s", step.stage.name, verb, step.reason)
+
+
+def _check_disk(the_plan: Plan, recipe: Recipe, ws: Workspace) -> None:
+    """Refuse now, not hours into calibration, when the artifact's filesystem cannot hold what the stages write."""
+    runs = [s.stage.name for s in the_plan.steps if s.action == "run" and s.stage.name != "resolve"]
+    if not runs:
+        return
+    from builder._model import read_config
+    from builder.diskspace import check_space, stage_bytes
+    from builder.stages.resolve import model_dir
+
+    config = read_config(model_dir(ws.stage_dir("resolve")))
+    try:
+        writes = [(name, ws.dir, stage_bytes(name, recipe, config)) for name in runs]
+    except (KeyError, ValueError, TypeError, ZeroDivisionError) as e:
+        log.warning("disk space not checked: cannot estimate output sizes for this model (%s)", e)
+        return
+    check_space(writes)
 
 
 def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> None:

@@ -20,6 +20,18 @@ REPO = Path(__file__).resolve().parents[2]
 SIGKILL = 9
 
 
+def run_trtq(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m builder.cli ARGS` in a fresh interpreter, exactly as a user runs trtq."""
+    return subprocess.run(
+        [sys.executable, "-m", "builder.cli", *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class Zygote:
     """One pre-imported Python that forks a fresh `trtq` child per attempt (see _zygote.py)."""
 
