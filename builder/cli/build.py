@@ -40,8 +40,15 @@ def build(recipe_file, overrides, root, until, force, dry_run, wait, publish, as
     from builder.load import load_recipe
     from builder.workspace import Workspace
 
+    from builder.launcher_env import single_process
+
     setup_logging(verbose)
     t0 = time.perf_counter()
+    leaked = single_process()
+    if leaked:
+        logging.getLogger("trtq.build").debug(
+            "dropped MPI/Slurm launcher variables (one-process build): %s", ", ".join(leaked)
+        )
     recipe, recipe_dir = load_recipe(recipe_file, overrides)
     if dry_run:
         pipeline.refuse_unsupported(recipe)
