@@ -37,10 +37,9 @@ def build(recipe_file, overrides, root, until, force, dry_run, wait, publish, as
       trtq build recipes/llama-3.1-8b/fp8-tp1.yaml --until export
     """
     from builder import pipeline
+    from builder.launcher_env import single_process
     from builder.load import load_recipe
     from builder.workspace import Workspace
-
-    from builder.launcher_env import single_process
 
     setup_logging(verbose)
     t0 = time.perf_counter()

