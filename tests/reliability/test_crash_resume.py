@@ -4,11 +4,16 @@ same deliverable files (sha256) as an uninterrupted one, and nothing partial may
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from _harness import SIGKILL, Zygote, assert_nothing_partial, deliverables
+from _harness import REPO, SIGKILL, Zygote, assert_nothing_partial, deliverables, run_trtq
 
 pytestmark = pytest.mark.integration
 
@@ -106,4 +111,34 @@ def test_quantized_build_killed_at_boundaries_and_at_random_moments_resumes_iden
         r = zygote.run("build", recipe, "--root", root)
         assert r["rc"] == 0, r["log"]
     assert kills >= 2, "the random kills landed inside the build"
+    assert deliverables(root / "art") == reference
+
+
+def test_real_trtq_process_killed_inside_calibration_resumes_identically(tmp_path, tiny, zygote):
+    """The same with `python -m builder.cli build` itself, killed from outside (kill -9) while it calibrates."""
+    recipe = write_recipe(tmp_path, tiny, "int8_sq", targets=["checkpoint"])
+    reference = clean_build(zygote, recipe, tmp_path / "reference")
+    root = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder.cli", "build", str(recipe), "--root", str(root)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in proc.stderr:
+        if "quantize" in line and "running" in line:
+            time.sleep(1.5)  # well inside the stage: loading the model, calibrating
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert assert_nothing_partial(root / "art") == ["resolve"]
+    assert list((root / "art").glob(".tmp-quantize-*")), "the kill landed inside the quantize stage"
+    r = run_trtq("build", recipe, "--root", root)
+    assert r.returncode == 0, r.stderr
+    assert "resolve    reused" in r.stderr and "quantize   running" in r.stderr
+    assert not list((root / "art").glob(".tmp-*")), "the resumed build cleaned the killed one's leftovers"
     assert deliverables(root / "art") == reference

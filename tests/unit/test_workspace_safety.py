@@ -77,3 +77,10 @@ def test_launcher_variables_are_dropped_and_multi_rank_refused():
     assert launcher_env.world_size({"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "4"}) == (4, "SLURM_STEP_NUM_TASKS")
     with pytest.raises(UsageError, match="OMPI_COMM_WORLD_SIZE=2 says it was started as one of 2 ranks"):
         launcher_env.single_process({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"})
+
+
+def test_workspace_manifest_name_is_the_runtime_one():
+    from builder.workspace import MANIFEST
+    from runtime.manifest import FILENAME
+
+    assert MANIFEST == FILENAME
