@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,6 @@ def cache_root() -> Path:
 def _from_gguf(path: Path) -> dict[str, Any]:
     """Convert a GGUF file once into a cached HF checkpoint shared by every recipe that uses it."""
     import hashlib
-    import shutil
 
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
@@ -148,18 +148,39 @@ def _from_gguf(path: Path) -> dict[str, Any]:
     from builder.diskspace import check_space, gguf_converted_bytes
 
     check_space([("GGUF conversion", dest.parent, gguf_converted_bytes(open_gguf(path)))])
+    _remove_stale_conversions(dest)
     tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _convert_gguf(path, tmp)
-        if dest.exists():  # another build converted the same file meanwhile
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not (dest / "config.json").is_file():
+                raise
+            shutil.rmtree(tmp)  # another build converted the same file meanwhile: keep theirs
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return source
+
+
+def _remove_stale_conversions(dest: Path) -> None:
+    """Half-written conversions of builds that were killed (their process is gone) would fill the cache's disk."""
+    for stale in dest.parent.glob(f".tmp-{dest.name}-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _convert_gguf(path: Path, dest: Path) -> None:

@@ -84,3 +84,17 @@ def test_workspace_manifest_name_is_the_runtime_one():
     from runtime.manifest import FILENAME
 
     assert MANIFEST == FILENAME
+
+
+def test_stale_gguf_conversions_of_dead_builds_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from builder.stages.resolve import _remove_stale_conversions
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dest = tmp_path / "gguf" / "m-123"
+    (tmp_path / "gguf" / f".tmp-m-123-{dead.stdout.strip()}").mkdir(parents=True)
+    (tmp_path / "gguf" / f".tmp-m-123-{os.getpid()}").mkdir()
+    _remove_stale_conversions(dest)
+    assert [p.name for p in (tmp_path / "gguf").iterdir()] == [f".tmp-m-123-{os.getpid()}"]
