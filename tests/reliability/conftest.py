@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+import pytest
 
-
-import pytest  # noqa: E402
+# (no sys.path changes here: tests/conftest.py's `conftest` must stay the one `from conftest import ...` finds;
+# pytest puts this directory on sys.path for the test modules, which import _harness and _recipes)
 
 
 @pytest.fixture(scope="session")
