@@ -1,34 +1,17 @@
-"""Shared test helpers: run the real `trtq` CLI, find optional tools, skip with a printed reason."""
+"""Test set-up: tests/ on sys.path for the helper modules, and integration tests skipped (with the reason) when the
+heavy libraries are absent. Helpers live in tests/_cli.py, tests/_tiny.py, ... (not here: several conftest.py files
+exist, and `from conftest import` would pick one at random)."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))  # tests/_tiny.py and friends
+sys.path.insert(0, str(Path(__file__).parent))  # tests/_cli.py, tests/_tiny.py and friends
 
-
-def run_trtq(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
-    """Run `trtq ARGS` in a subprocess exactly as a user would (python -m builder.cli)."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "builder.cli", *map(str, args)],
-        cwd=cwd or REPO,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def have(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+from _cli import have  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

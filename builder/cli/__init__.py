@@ -20,6 +20,8 @@ COMMANDS = {
     "plan": ("builder.cli.plan", "plan", "Predict per-rank GPU memory for a recipe and whether it fits a GPU."),
     "show": ("builder.cli.show", "show", "Show an artifact's manifest."),
     "ls": ("builder.cli.show", "ls", "List artifacts under the artifact root."),
+    "run": ("builder.cli.run", "run", "Generate text from an artifact (mpirun -n <tp*pp> for split ones)."),
+    "verify": ("builder.cli.verify", "verify", "Check an export's logits against the source model (reference runtime)."),
     "publish": ("builder.cli.publish", "publish", "Publish an artifact to hf://, s3://, oci:// or file://."),
     "pull": ("builder.cli.pull", "pull", "Download an artifact, verify every sha256, check it runs here."),
 }
@@ -56,6 +58,7 @@ def cli() -> None:
 def main() -> None:
     """Console entry point: TrtqError -> one message and its exit code; anything else keeps its traceback."""
     from builder.errors import TrtqError
+    from runtime.errors import RuntimeTrtqError
 
     try:
         cli.main(standalone_mode=False)
@@ -65,7 +68,7 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
-    except TrtqError as e:
+    except (TrtqError, RuntimeTrtqError) as e:
         for line in str(e).splitlines() or [type(e).__name__]:
             click.echo(f"error: {line}" if not _located(line) else line, err=True)
         sys.exit(e.exit_code)

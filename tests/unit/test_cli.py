@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO, run_trtq
+from _cli import REPO, run_trtq
 
 BAD = """\
 name: bad

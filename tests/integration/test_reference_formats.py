@@ -1,0 +1,137 @@
+"""The reference runtime computes what the checkpoint means, for every architecture and format trtq exports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.integration.conftest import SEQS, hf_logits
+
+pytestmark = pytest.mark.integration
+
+
+def nrmse(a, b):
+    a, b = torch.cat(a), torch.cat(b)
+    return ((a - b).pow(2).mean().sqrt() / b.std()).item()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_unquantized_matches_transformers(arch, checkpoints, tiny_models):
+    from transformers import AutoModelForCausalLM
+
+    from runtime.reference.runner import ReferenceRunner
+    from runtime.runners.base import Sampling
+
+    ckpt, _ = checkpoints(arch, "fp16")
+    hf = AutoModelForCausalLM.from_pretrained(str(tiny_models[arch]), dtype=torch.float32).eval()
+    runner = ReferenceRunner.open(ckpt)
+    ours = runner.logits(SEQS)
+    theirs = hf_logits(hf, SEQS)
+    # fp16 storage of the weights is the only difference
+    assert nrmse(ours, theirs) < 5e-3
+    for o, t in zip(ours, theirs, strict=True):
+        assert torch.equal(o.argmax(-1), t.argmax(-1))
+    # batched greedy generation (left padding, KV cache) equals transformers' generate, prompt by prompt
+    outs = runner.generate(SEQS, Sampling(max_new_tokens=6))
+    for s, o in zip(SEQS, outs, strict=True):
+        want = hf.generate(torch.tensor([s]), max_new_tokens=6, do_sample=False, eos_token_id=None)[0, len(s) :]
+        assert o.token_ids == want.tolist()
+        assert o.finish_reason == "length"
+
+
+# (format, kv) -> the largest nrmse(reference, fake-quant) allowed, and whether the fake-quant model is quantized
+CASES = {
+    ("int8_sq", "none"): 0.10,
+    ("int4_awq", "none"): 0.02,
+    ("w4a8_awq", "none"): 0.25,
+    # ModelOpt export shares one per-tensor weight scale across the fused q/k/v (and gate/fc) weights (the max of
+    # theirs), a requantization the fake-quant model never sees: FP8 per-tensor grids differ by that much.
+    ("fp8", "none"): 0.6,
+}
+
+
+@pytest.mark.parametrize(("fmt", "kv"), list(CASES), ids=[f"{f}-kv{k}" for f, k in CASES])
+def test_quantized_checkpoint_matches_fake_quant(fmt, kv, checkpoints, tiny_models):
+    """The checkpoint run by the reference must be much closer to ModelOpt's fake-quant model than the quantization
+    error itself (fake-quant vs the unquantized model): it reproduces the scales, packing and pre-quant scaling."""
+    from transformers import AutoModelForCausalLM
+
+    from runtime.reference.runner import ReferenceRunner
+
+    ckpt, fq = checkpoints("llama", fmt, kv)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_models["llama"]), dtype=torch.float32).eval()
+    ours = ReferenceRunner.open(ckpt).logits(SEQS)
+    fq_logits, base_logits = hf_logits(fq, SEQS), hf_logits(base, SEQS)
+    err, quant_err = nrmse(ours, fq_logits), nrmse(fq_logits, base_logits)
+    assert quant_err > 0.01, f"{fmt}: fake quantization changed nothing ({quant_err}): the test would prove nothing"
+    assert err < CASES[(fmt, kv)] * quant_err, (
+        f"{fmt}/kv {kv}: reference vs fake-quant {err:.4f}, quant error {quant_err:.4f}"
+    )
+
+
+@pytest.mark.parametrize(("fmt", "bits"), [("int8_wo", 8), ("int4_wo", 4)])
+def test_weight_only_is_quantized_at_load(fmt, bits, checkpoints):
+    """W8A16/W4A16 checkpoints hold fp16 weights; the runtime quantizes per channel at load (TensorRT-LLM rule)."""
+    from safetensors.torch import load_file
+
+    from runtime.reference.quant import weight_only_quantize
+    from runtime.reference.runner import ReferenceRunner
+
+    ckpt, _ = checkpoints("llama", fmt)
+    w = load_file(str(ckpt / "rank0.safetensors"))["transformer.layers.0.mlp.fc.weight"]
+    assert w.dtype == torch.float16
+    runner = ReferenceRunner.open(ckpt)
+    got = runner.decoder.layers[0].fc.weight
+    assert torch.equal(got, weight_only_quantize(w, bits, torch.float16))
+    # on the int grid: each row holds at most 2^bits distinct values
+    assert max(len(torch.unique(r)) for r in got) <= 2**bits
+    assert not torch.equal(got, w.float())
+    # lm_head is never weight-only quantized
+    assert torch.equal(
+        runner.decoder.lm_head.weight, load_file(str(ckpt / "rank0.safetensors"))["lm_head.weight"].float()
+    )
+
+
+def test_int4_unpack_inverts_modelopt_packing():
+    from modelopt.torch.export.quant_utils import pack_int4_in_uint8
+
+    from runtime.reference.quant import unpack_int4
+
+    torch.manual_seed(0)
+    q = torch.randint(-8, 8, (6, 8)).float()
+    scale = torch.ones(6, 2)
+    packed = pack_int4_in_uint8(q, scale, 4).view(torch.int8)
+    assert torch.equal(unpack_int4(packed), q)
+
+
+@pytest.mark.parametrize(("fmt", "kv", "grid"), [("fp16", "int8", "int8"), ("fp8", "fp8", "fp8")])
+def test_kv_cache_quantization(fmt, kv, grid, checkpoints):
+    """K/V go through the cache on TensorRT-LLM's grid: one scale per layer = max(k scale, v scale)
+    (preprocess_weights.process_kv_scaling_factor), int8 or e4m3 values; generation reads them back."""
+    from safetensors.torch import load_file
+
+    from runtime.reference.runner import ReferenceRunner, _left_pad, _mask
+
+    ckpt, _ = checkpoints("llama", fmt, kv)
+    t = load_file(str(ckpt / "rank0.safetensors"))
+    want = torch.maximum(
+        t["transformer.layers.1.attention.k_cache_scaling_factor"],
+        t["transformer.layers.1.attention.v_cache_scaling_factor"],
+    )
+    runner = ReferenceRunner.open(ckpt)
+    layer = runner.decoder.layers[1]
+    assert layer.kv_scale.item() == pytest.approx(want.item())
+    ids, valid = _left_pad([SEQS[0]], 0)
+    cache = runner.decoder.new_cache(1, ids.shape[1])
+    pos = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    with torch.inference_mode():
+        runner.decoder.forward(ids, pos, _mask(valid, 0, ids.shape[1]), cache)
+    stored = cache.v[1] / layer.kv_scale
+    if grid == "int8":
+        assert torch.allclose(stored, stored.round(), atol=1e-4) and stored.abs().max() <= 128.001
+    else:
+        assert torch.allclose(stored, stored.to(torch.float8_e4m3fn).float(), rtol=1e-5, atol=1e-6)
+    # through the cache vs fresh K/V (context phase): the quantization is visible but small
+    fresh, cached = runner.logits(SEQS, through_cache=False), runner.logits(SEQS, through_cache=True)
+    diff = nrmse(cached, fresh)
+    assert 0 < diff < 0.2
