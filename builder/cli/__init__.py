@@ -21,7 +21,11 @@ COMMANDS = {
     "show": ("builder.cli.show", "show", "Show an artifact's manifest."),
     "ls": ("builder.cli.show", "ls", "List artifacts under the artifact root."),
     "run": ("builder.cli.run", "run", "Generate text from an artifact (mpirun -n <tp*pp> for split ones)."),
-    "verify": ("builder.cli.verify", "verify", "Check an export's logits against the source model (reference runtime)."),
+    "verify": (
+        "builder.cli.verify",
+        "verify",
+        "Check an export's logits against the source model (reference runtime).",
+    ),
     "publish": ("builder.cli.publish", "publish", "Publish an artifact to hf://, s3://, oci:// or file://."),
     "pull": ("builder.cli.pull", "pull", "Download an artifact, verify every sha256, check it runs here."),
 }

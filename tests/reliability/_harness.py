@@ -51,13 +51,16 @@ class Zygote:
         line = self.proc.stdout.readline()
         assert json.loads(line) == {"ready": True}, line
 
-    def run(self, *argv, fault: str | None = None, kill_after: float | None = None, env=None) -> dict:
+    def run(
+        self, *argv, fault: str | None = None, kill_after: float | None = None, env=None, standin: bool = False
+    ) -> dict:
         """One attempt; returns {"rc", "signal", "seconds", "log": its stdout+stderr}."""
         self.n += 1
         log = self.logs / f"attempt-{self.n:02d}.log"
         child_env = dict(env or {})
         child_env["TRTQ_FAULT"] = fault or ""
         cmd = {"argv": [str(a) for a in argv], "env": child_env, "log": str(log), "kill_after": kill_after}
+        cmd["standin"] = standin  # the engine stage against the stand-in TensorRT-LLM (tests/contract/standin)
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         report = json.loads(self.proc.stdout.readline())

@@ -42,6 +42,8 @@ def _child(cmd: dict) -> None:
     sys.argv = ["trtq", *cmd["argv"]]
     code = 0
     try:
+        if cmd.get("standin"):
+            _standin()
         from builder.cli import main
 
         main()
@@ -53,6 +55,20 @@ def _child(cmd: dict) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _standin() -> None:
+    """The contract tests' stand-in TensorRT-LLM 1.2.1 and an H100-like GPU, so the engine stage runs on a CPU box."""
+    from _pytest.monkeypatch import MonkeyPatch
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from contract.standin import install
+
+    from builder.stages import _gpu, build
+
+    mp = MonkeyPatch()
+    install(mp)
+    mp.setattr(build, "local_gpus", lambda: [_gpu.Gpu("NVIDIA H100 80GB HBM3", "9.0", 81559 * 1024 * 1024)])
 
 
 def main() -> None:

@@ -114,6 +114,25 @@ def test_quantized_build_killed_at_boundaries_and_at_random_moments_resumes_iden
     assert deliverables(root / "art") == reference
 
 
+def test_engine_stage_killed_at_its_boundaries_resumes_identically(tmp_path, tiny, zygote):
+    """The engine stage, run against the contract tests' stand-in TensorRT-LLM (no GPU here)."""
+    recipe = write_recipe(tmp_path, tiny, "fp16", tp=2, targets=["checkpoint", "engine"])
+    r = zygote.run("build", recipe, "--root", tmp_path / "reference", standin=True)
+    assert r["rc"] == 0, r["log"]
+    reference = deliverables(tmp_path / "reference" / "art")
+    assert {"engine/rank0.engine", "engine/rank1.engine", "engine/config.json"} <= set(reference)
+    root = tmp_path / "killed"
+    for point in ("checkpoint:after", "engine:before", "engine:publish", "engine:after"):
+        r = zygote.run("build", recipe, "--root", root, fault=point, standin=True)
+        assert r["signal"] == SIGKILL, f"the build never reached {point}:\n{r['log']}"
+        complete = assert_nothing_partial(root / "art")
+        assert ("engine" in complete) == (point == "engine:after")
+    r = zygote.run("build", recipe, "--root", root, standin=True)
+    assert r["rc"] == 0, r["log"]
+    assert "engine     reused" in r["log"]
+    assert deliverables(root / "art") == reference
+
+
 def test_real_trtq_process_killed_inside_calibration_resumes_identically(tmp_path, tiny, zygote):
     """The same with `python -m builder.cli build` itself, killed from outside (kill -9) while it calibrates."""
     recipe = write_recipe(tmp_path, tiny, "int8_sq", targets=["checkpoint"])
