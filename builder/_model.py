@@ -48,10 +48,43 @@ def load_model(model_dir: Path, dtype: str, trust_remote_code: bool = False, dev
     torch_dtype = getattr(torch, dtype)
     # transformers renamed torch_dtype= to dtype= in 4.56; the 1.2.1 container ships an older one.
     key = "dtype" if _at_least(version("transformers"), (4, 56)) else "torch_dtype"
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(model_dir), trust_remote_code=trust_remote_code, low_cpu_mem_usage=True, **{key: torch_dtype}
-    )
+    from safetensors import SafetensorError
+
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(model_dir), trust_remote_code=trust_remote_code, low_cpu_mem_usage=True, **{key: torch_dtype}
+        )
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        # A model whose files disagree with each other (shapes vs config.json) or that transformers cannot read;
+        # trtq's own checks in the resolve stage catch the common cases first with a more precise message.
+        from builder.errors import ModelSourceError
+
+        detail = _mismatch(transformers, torch, model_dir, trust_remote_code) or str(e).strip().splitlines()[0][:300]
+        raise ModelSourceError(f"model: transformers cannot load {model_dir}: {detail}") from None
     return model.to(device).eval()
+
+
+def _mismatch(transformers, torch, model_dir: Path, trust_remote_code: bool) -> str | None:
+    """The first tensor whose shape in the weights differs from what config.json builds (None when all agree)."""
+    try:
+        from safetensors import safe_open
+
+        config = transformers.AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            skeleton = transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        for path in sorted(Path(model_dir).glob("*.safetensors")):
+            with safe_open(str(path), framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118
+                    got = tuple(f.get_slice(name).get_shape())
+                    if name in want and want[name] != got:
+                        return (
+                            f"{name} in {path.name} is {list(got)} but config.json describes {list(want[name])}: "
+                            "the config does not match the weights"
+                        )
+    except Exception:  # explaining is best effort; the caller falls back to transformers' own message
+        return None
+    return None
 
 
 def copy_tokenizer(model_dir: Path, dest: Path) -> list[str]:

@@ -22,8 +22,17 @@ class RecipeError(UsageError):
     """A recipe failed validation. Holds every problem at once, one line each."""
 
     def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+        self.problems = [_one_line(p) for p in problems]
         super().__init__("\n".join(self.problems))
+
+
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines() splits on
+
+
+def _one_line(problem: str, limit: int = 400) -> str:
+    """A problem is one line, whatever the user's values hold (a newline in a name, a megabyte string)."""
+    text = "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in str(problem))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class LayoutError(UsageError):
@@ -32,6 +41,10 @@ class LayoutError(UsageError):
 
 class ModelSourceError(UsageError):
     """The model could not be resolved: missing file, unpinned revision, pickled weights, not a GGUF file..."""
+
+
+class DiskSpaceError(UsageError):
+    """The filesystem a build writes to lacks the space its stages need (refused before they run)."""
 
 
 class MissingDependency(TrtqError):

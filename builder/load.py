@@ -93,13 +93,28 @@ def _kind(value: Any) -> str:
     )
 
 
+class _Short:
+    """repr() of a user's value, cut to a readable length (a recipe can hold a megabyte string)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        text = repr(self.value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    def __str__(self) -> str:
+        text = str(self.value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+
 def describe(err: dict) -> str:
     """Turn one pydantic error into a sentence that names the valid choices or range."""
-    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    kind, ctx, value = err["type"], err.get("ctx") or {}, _Short(err.get("input"))
     if kind == "literal_error":
         choices = [c.strip().strip("'") for c in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
         msg = f"{value!r} is not one of {', '.join(choices)}"
-        close = difflib.get_close_matches(str(value), choices, n=1)
+        close = difflib.get_close_matches(str(value)[:100], choices, n=1)
         return msg + (f" (did you mean '{close[0]}'?)" if close else "")
     if kind == "extra_forbidden":
         field = err["loc"][-1]
@@ -124,9 +139,9 @@ def describe(err: dict) -> str:
     if kind in ("string_type",):
         return f"expected a string, got {value!r}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a mapping of fields, got {_kind(value)} {value!r}"
+        return f"expected a mapping of fields, got {_kind(value.value)} {value!r}"
     if kind in ("tuple_type", "list_type"):
-        return f"expected a list, got {_kind(value)} {value!r}"
+        return f"expected a list, got {_kind(value.value)} {value!r}"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     return err["msg"]

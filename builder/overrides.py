@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from builder._yaml import MAX_VALUES, one_line
+
 
 class OverrideProblem(Exception):
     def __init__(self, override: str, message: str):
@@ -23,12 +25,34 @@ def parse_override(text: str) -> tuple[tuple[str | int, ...], Any]:
     for part in key.strip().split("."):
         if not part:
             raise OverrideProblem(text, f"'{key}' has an empty path component")
-        parts.append(int(part) if part.isdigit() else part)
+        parts.append(int(part) if part.isascii() and part.isdigit() else part)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise OverrideProblem(text, f"value is not valid YAML: {e}") from None
+        raise OverrideProblem(text, f"value is not valid YAML: {one_line(e)}") from None
+    except (ValueError, TypeError, OverflowError) as e:  # !!int abc, 2024-13-45
+        raise OverrideProblem(text, f"value cannot be read: {e}") from None
+    problem = _too_big(value)
+    if problem:
+        raise OverrideProblem(text, problem)
     return tuple(parts), value
+
+
+def _too_big(value: Any) -> str | None:
+    """YAML aliases can make a value refer to itself, or expand exponentially: refuse both before validation."""
+    count = 0
+    stack: list[tuple[Any, frozenset[int]]] = [(value, frozenset())]
+    while stack:
+        v, parents = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            return f"value expands to more than {MAX_VALUES} items (aliases that repeat aliases?)"
+        if isinstance(v, (list, dict)):
+            if id(v) in parents:
+                return "value refers to itself (a YAML alias inside its own anchor)"
+            inner = list(v.values()) if isinstance(v, dict) else v
+            stack.extend((x, parents | {id(v)}) for x in inner)
+    return None
 
 
 def apply_overrides(data: dict, overrides, overridden: dict | None = None) -> dict:

@@ -19,6 +19,7 @@ from typing import Any
 
 from builder import __version__
 from builder._deps import version
+from builder._fault import crash_point
 from builder.errors import StageFailed, UsageError
 from builder.fingerprint import changed_keys, file_table, fingerprint
 from builder.quant_formats import FORMATS, needs_calibration
@@ -331,6 +332,9 @@ def build(
             for step, earlier in zip(the_plan.steps, first.steps, strict=False):
                 if step.stage.name in ran:  # resolve ran in the first phase: report it as run, with its reason
                     step.action, step.reason = earlier.action, earlier.reason
+            if any(s.stage.name != "resolve" for s in the_plan.steps):
+                _check_layout_once(recipe, ws, results)  # an impossible layout is the clearer error
+            _check_disk(the_plan, recipe, ws)
             for step in the_plan.steps:
                 if step.stage.name == "resolve":
                     continue
@@ -353,6 +357,7 @@ def build(
                 "verify: the checkpoint failed verification: "
                 + "; ".join(verdict.get("failed") or ["see verify/report.json"])
             )
+        crash_point("manifest:before")
         manifest = write_manifest(ws, recipe, the_plan, status, recipe_path)
     return Outcome(the_plan, ran, manifest, status)
 
@@ -360,6 +365,24 @@ def build(
 def _announce(step: Step) -> None:
     verb = "reused" if step.action == "reuse" else "running"
     log.info("%-10s %s: %s", step.stage.name, verb, step.reason)
+
+
+def _check_disk(the_plan: Plan, recipe: Recipe, ws: Workspace) -> None:
+    """Refuse now, not hours into calibration, when the artifact's filesystem cannot hold what the stages write."""
+    runs = [s.stage.name for s in the_plan.steps if s.action == "run" and s.stage.name != "resolve"]
+    if not runs:
+        return
+    from builder._model import read_config
+    from builder.diskspace import check_space, stage_bytes
+    from builder.stages.resolve import model_dir
+
+    config = read_config(model_dir(ws.stage_dir("resolve")))
+    try:
+        writes = [(name, ws.dir, stage_bytes(name, recipe, config)) for name in runs]
+    except (KeyError, ValueError, TypeError, ZeroDivisionError) as e:
+        log.warning("disk space not checked: cannot estimate output sizes for this model (%s)", e)
+        return
+    check_space(writes)
 
 
 def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> None:
@@ -379,9 +402,13 @@ def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> N
 
 
 def _run_stage(step: Step, recipe: Recipe, recipe_dir: Path, ws: Workspace, recipe_path: Path | None) -> None:
+    # The manifest describes the stage directories as they were; once one of them is about to change it would list
+    # files that no longer match. No manifest at all is the honest state until this build writes its own.
+    ws.drop_manifest()
     t0 = time.perf_counter()
     # Libraries print progress to stdout (ModelOpt's "current rank: 0 ..."); stdout belongs to --json output.
     with ws.writing(step.stage.name) as tmp, contextlib.redirect_stdout(sys.stderr):
+        crash_point(f"{step.stage.name}:before")
         ctx = StageContext(recipe, recipe_dir, ws, tmp, recipe_path)
         result = step.stage.run(ctx) or {}
         seconds = round(time.perf_counter() - t0, 3)
@@ -394,4 +421,5 @@ def _run_stage(step: Step, recipe: Recipe, recipe_dir: Path, ws: Workspace, reci
             "files": file_table(tmp, skip=(STAMP,)) if step.stage.deliverable else [],
         }
         ws.publish_stage(step.stage.name, tmp, stamp)
+    crash_point(f"{step.stage.name}:after")
     log.info("%-10s done in %.1f s", step.stage.name, seconds)

@@ -37,11 +37,17 @@ def build(recipe_file, overrides, root, until, force, dry_run, wait, publish, as
       trtq build recipes/llama-3.1-8b/fp8-tp1.yaml --until export
     """
     from builder import pipeline
+    from builder.launcher_env import single_process
     from builder.load import load_recipe
     from builder.workspace import Workspace
 
     setup_logging(verbose)
     t0 = time.perf_counter()
+    leaked = single_process()
+    if leaked:
+        logging.getLogger("trtq.build").debug(
+            "dropped MPI/Slurm launcher variables (one-process build): %s", ", ".join(leaked)
+        )
     recipe, recipe_dir = load_recipe(recipe_file, overrides)
     if dry_run:
         pipeline.refuse_unsupported(recipe)

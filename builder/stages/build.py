@@ -240,6 +240,7 @@ def build_engines(recipe: Recipe, checkpoint: Path, out: Path, recipe_file: str 
         parallel_build(model_config, str(checkpoint), build_config(recipe, ckpt_config, scratch), str(out),
                        workers=workers, log_level="info")  # fmt: skip
         scratch.unlink(missing_ok=True)
+        _forget_scratch_path(out / "config.json", scratch)
     except (RuntimeError, AssertionError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise StageFailed(f"engine: TensorRT-LLM failed to build: {first} (reproduce with: {command})") from e
@@ -264,6 +265,18 @@ def build_engines(recipe: Recipe, checkpoint: Path, out: Path, recipe_file: str 
             "tensorrt": _tensorrt_version(),
         },
     }
+
+
+def _forget_scratch_path(config: Path, scratch: Path) -> None:
+    """TensorRT-LLM records build_config.output_timing_cache in the engine's config.json: for the scratch cache that
+    is a path inside this build's temporary directory (with its pid), which would make two builds of one recipe
+    differ and leak the build machine's paths. Keep the file's name only (the runtime never reads it)."""
+    if not config.is_file():
+        return
+    text = config.read_text()
+    escaped = json.dumps(str(scratch))[1:-1]
+    if escaped in text:
+        config.write_text(text.replace(escaped, scratch.name))
 
 
 def _tensorrt_version() -> str | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder._deps import require, version
+from builder._determinism import deterministic_torch
 from builder._model import export_dtype, load_model, read_config
 from builder.calib import documents, token_windows
 from builder.errors import UsageError
@@ -91,7 +92,7 @@ def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> di
         for i in tqdm(batches, desc="calibrating", unit="batch", leave=False, dynamic_ncols=True):
             m(data[i : i + c.batch_size].to(device))
 
-    torch.manual_seed(c.seed)
+    deterministic_torch(torch, c.seed)
     t0 = time.perf_counter()
     with torch.no_grad():
         model = mtq.quantize(model, cfg, forward_loop)

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,12 @@ def check_model_dir(root: Path, spec: ModelSpec) -> None:
         config = json.loads((root / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ModelSourceError(f"model: {root / 'config.json'} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ModelSourceError(f"model: {root / 'config.json'} is not a JSON object")
+    if any(n.endswith(".safetensors") for n in names):
+        from builder.model_files import check_weights
+
+        check_weights(root, config)
     auto_map = config.get("auto_map")
     if auto_map:
         code = sorted({str(v).split(".")[0] + ".py" for v in auto_map.values()})
@@ -127,7 +134,6 @@ def cache_root() -> Path:
 def _from_gguf(path: Path) -> dict[str, Any]:
     """Convert a GGUF file once into a cached HF checkpoint shared by every recipe that uses it."""
     import hashlib
-    import shutil
 
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
@@ -139,18 +145,42 @@ def _from_gguf(path: Path) -> dict[str, Any]:
     if (dest / "config.json").is_file():
         log.info("using the converted %s from the cache (%s)", path.name, dest)
         return source
+    from builder.diskspace import check_space, gguf_converted_bytes
+
+    check_space([("GGUF conversion", dest.parent, gguf_converted_bytes(open_gguf(path)))])
+    _remove_stale_conversions(dest)
     tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _convert_gguf(path, tmp)
-        if dest.exists():  # another build converted the same file meanwhile
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not (dest / "config.json").is_file():
+                raise
+            shutil.rmtree(tmp)  # another build converted the same file meanwhile: keep theirs
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return source
+
+
+def _remove_stale_conversions(dest: Path) -> None:
+    """Half-written conversions of builds that were killed (their process is gone) would fill the cache's disk."""
+    for stale in dest.parent.glob(f".tmp-{dest.name}-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _convert_gguf(path: Path, dest: Path) -> None:
@@ -176,11 +206,21 @@ def _convert_gguf(path: Path, dest: Path) -> None:
 
 def _gguf_dtype(path: Path, torch):
     """Keep full-precision GGUF files at their precision; dequantized weights are stored as bfloat16."""
-    from gguf import GGUFReader
-
-    field = GGUFReader(str(path)).fields.get("general.file_type")
+    field = open_gguf(path).fields.get("general.file_type")
     file_type = int(field.parts[field.data[0]][0]) if field is not None else -1
     return {0: torch.float32, 1: torch.float16}.get(file_type, torch.bfloat16)
+
+
+def open_gguf(path: Path):
+    """A GGUFReader over ``path``; a damaged file (truncated, garbage after the magic) is a ModelSourceError."""
+    require("gguf", "Reading a GGUF model")
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(str(path))
+    except Exception as e:  # the reader fails on damaged input with ValueError, IndexError, struct errors...
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelSourceError(f"model.gguf: {path} is a damaged GGUF file ({first}): re-download it") from None
 
 
 def _from_hub(spec: ModelSpec) -> dict[str, Any]:
