@@ -48,7 +48,9 @@ def main() -> None:
     model_dir = Path(resolve(recipe.model, recipe_dir, tmp)["model_dir"])  # the shared GGUF conversion cache
     assert gguf_path(recipe.model, recipe_dir).is_file()
     tok = AutoTokenizer.from_pretrained(model_dir)
-    data = token_windows(builtin_documents(max(200_000, args.samples * args.seq_len * 12)), tok, args.samples, args.seq_len, 0)
+    data = token_windows(
+        builtin_documents(max(200_000, args.samples * args.seq_len * 12)), tok, args.samples, args.seq_len, 0
+    )
     eval_text = "\n\n".join((LICENSES / n).read_text() for n in EVAL_PROSE)
 
     def fresh():
@@ -81,7 +83,9 @@ def main() -> None:
             print(f"{fmt:<10}{method:<10}{ppl:>8.2f}{(ppl - base) / base:>+9.1%}{seconds:>8.1f}", flush=True)
             del model
 
-    print(f"\n## trtq defaults vs ModelOpt defaults on SmolLM2-135M ({args.samples} x {args.seq_len} calibration tokens)")
+    print(
+        f"\n## trtq defaults vs ModelOpt defaults on SmolLM2-135M ({args.samples} x {args.seq_len} calibration tokens)"
+    )
     print(f"bf16 baseline perplexity {base:.2f} ({args.eval_tokens} tokens of {', '.join(EVAL_PROSE)})")
     print(f"{'format':<10}{'method':<10}{'ppl':>8}{'delta':>9}{'calib s':>9}")
     for fmt, method, ppl, delta, seconds in rows:

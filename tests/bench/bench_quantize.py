@@ -143,7 +143,10 @@ def main() -> None:
             shutil.rmtree(root / "bench" / stage, ignore_errors=True)
         t_trtq, rss_trtq = timed(trtq("build", base, "--root", root, "--until", "export", *sets), env)
         speed.append((fmt, t_trtq, t_direct, rss_trtq, rss_direct))
-        print(f"[{fmt}] trtq {t_trtq:.1f} s / {rss_trtq:.2f} GB, direct {t_direct:.1f} s / {rss_direct:.2f} GB", flush=True)
+        print(
+            f"[{fmt}] trtq {t_trtq:.1f} s / {rss_trtq:.2f} GB, direct {t_direct:.1f} s / {rss_direct:.2f} GB",
+            flush=True,
+        )
         t_tp, _ = timed(trtq("build", base, "--root", root, "--until", "export", *sets, "--set", "parallel.tp=3"), env)
         reexport.append((fmt, t_tp, t_trtq))
         print(f"[{fmt}] re-export for tp=3: {t_tp:.1f} s (full build {t_trtq:.1f} s)", flush=True)
