@@ -19,7 +19,7 @@ from typing import Any
 
 from builder import __version__
 from builder._deps import version
-from builder.errors import StageFailed, UsageError
+from builder.errors import StageFailed
 from builder.fingerprint import changed_keys, file_table, fingerprint
 from builder.quant_formats import FORMATS, needs_calibration
 from builder.recipe import Recipe

@@ -34,10 +34,7 @@ def run_gate(
         "spec": gate_spec(spec),
         "base_dir": str(recipe_dir),
     }
-    if world == 1:
-        result = _gate(args)
-    else:
-        result = _under_mpirun(args, world, out)
+    result = _gate(args) if world == 1 else _under_mpirun(args, world, out)
     (out / "gate.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     if "prompts" in result:
         (out / "prompts.json").write_text(json.dumps(result["prompts"], indent=2, ensure_ascii=False) + "\n")
