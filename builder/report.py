@@ -88,6 +88,12 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['format']}{kv}{layout}"
 
 
+def _labels(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Plot labels: format and layout, or the artifact's name where two artifacts would share one."""
+    labels = [_label(r) for r in rows]
+    return {r["name"]: (lab if labels.count(lab) == 1 else r["name"]) for r, lab in zip(rows, labels, strict=True)}
+
+
 def _mib(n: int) -> float:
     return n / 2**20
 
@@ -101,13 +107,14 @@ def plot_size_vs_perplexity(rows: list[dict[str, Any]], path: Path) -> bool:
     pts = [r for r in rows if r["perplexity"] and "increase" in r["perplexity"]]
     if not pts:
         return False
+    names = _labels(rows)
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
     for r in pts:
         x, y = _mib(r["size_bytes"]), 100 * r["perplexity"]["increase"]
         passed = r["perplexity"].get("passed") if "passed" in r["perplexity"] else (r["gate"] or {}).get("passed")
         color = {True: "#2e7d32", False: "#c62828"}.get(passed, "#757575")
         ax.scatter([x], [y], s=90, color=color, zorder=3, edgecolor="black", linewidth=0.6)
-        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
+        ax.annotate(names[r["name"]], (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
     limits = {r["perplexity"].get("max_increase") for r in pts if r["perplexity"].get("max_increase") is not None}
     if len(limits) == 1:
         lim = 100 * limits.pop()
@@ -133,12 +140,13 @@ def plot_speed(rows: list[dict[str, Any]], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     bars = []
+    names = _labels(rows)
     for r in rows:
         for b in r["bench"]:
             w = b["workload"]
             bars.append(
                 (
-                    f"{_label(r)}  [{b['backend']}]\nin {w['input_len']} out {w['output_len']} batch {w['batch_size']}",
+                    f"{names[r['name']]}  [{b['backend']}]\nin {w['input_len']} out {w['output_len']} batch {w['batch_size']}",
                     b["backend"],
                     b["tokens_per_s"]["mean"],
                     1000 * b["ttft_s"]["mean"],
