@@ -41,6 +41,12 @@ from builder.cli._common import setup_logging
     help="JSON list of smoke prompts ({prompt, expect?, regex?, chat?, max_tokens?}) to run as well.",
 )
 @click.option(
+    "--gate",
+    "use_gate",
+    is_flag=True,
+    help="Re-run the artifact's own gate: the perplexity settings and prompts of its recipe's verify section.",
+)
+@click.option(
     "--backend", default="auto", show_default=True, help="Runner for the prompts: auto, reference, engine, pytorch."
 )
 @click.option(
@@ -49,7 +55,7 @@ from builder.cli._common import setup_logging
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-v", "--verbose", is_flag=True)
 def eval_(artifact, dataset, text_field, ds_config, split, tokens, window, source, max_increase, prompts_file,
-          backend, save, as_json, verbose) -> None:  # fmt: skip
+          use_gate, backend, save, as_json, verbose) -> None:  # fmt: skip
     """Perplexity of ARTIFACT on eval text, and its increase over the unquantized model (baseline cached).
 
     \b
@@ -57,6 +63,7 @@ def eval_(artifact, dataset, text_field, ds_config, split, tokens, window, sourc
       trtq eval engines/smollm2-135m-int8_sq
       trtq eval engines/smollm2-135m-int8_sq --dataset wiki.txt --tokens 8192 --json
       mpirun -n 2 trtq eval engines/smollm2-135m-tp2 --max-increase 0.05
+      trtq eval engines/smollm2-135m-int8_sq --gate
     """
     from builder.cli.verify import _resolved_source
     from builder.errors import StageFailed, UsageError
@@ -81,8 +88,11 @@ def eval_(artifact, dataset, text_field, ds_config, split, tokens, window, sourc
             raise UsageError(f"--prompts {prompts_file}: expected a JSON list of objects with a 'prompt' key")
     ppl = {"dataset": dataset, "text_field": text_field, "config": ds_config, "split": split, "tokens": tokens,
            "window": window, "max_increase": max_increase}  # fmt: skip
+    base_dir = Path.cwd()
+    if use_gate:
+        ppl, prompts, base_dir = _recipe_gate(artifact)
     try:
-        result = gate(artifact, source, {"perplexity": ppl, "prompts": prompts}, Path.cwd(), backend)
+        result = gate(artifact, source, {"perplexity": ppl, "prompts": prompts}, base_dir, backend)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if result is None:  # not rank 0
@@ -106,3 +116,19 @@ def eval_(artifact, dataset, text_field, ds_config, split, tokens, window, sourc
             click.echo(f"prompt {r['prompt']!r}: {'ok' if r['passed'] else 'FAILED'}: {r['output']!r}")
     if not result["passed"]:
         raise StageFailed("eval: " + "; ".join(result["failed"]))
+
+
+def _recipe_gate(artifact: Path) -> tuple[dict | None, list, Path]:
+    """The perplexity spec, prompts and data directory of the recipe the artifact was built from."""
+    from builder.errors import UsageError
+    from runtime.manifest import ManifestError, read_manifest
+
+    try:
+        m = read_manifest(artifact)
+    except ManifestError as e:
+        raise UsageError(str(e)) from None
+    v = (m.recipe or {}).get("verify") or {}
+    if not v.get("perplexity") and not v.get("prompts"):
+        raise UsageError(f"--gate: {artifact}'s recipe has no verify.perplexity or verify.prompts")
+    base = Path(m.recipe_file).parent if m.recipe_file else Path.cwd()
+    return v.get("perplexity"), list(v.get("prompts") or []), base

@@ -292,3 +292,14 @@ def test_gate_on_a_split_artifact_runs_under_mpirun(setup, monkeypatch):
     p = gate["perplexity"]
     assert p["passed"] and abs(p["increase"]) < 0.01 and p["baseline_cached"] is True  # same windows, same source
     assert gate["prompts"]["results"][0]["output"] and gate["prompts"]["passed"] is False
+
+
+def test_eval_gate_reruns_the_recipes_own_checks(setup):
+    from builder.cli import cli
+
+    r = CliRunner().invoke(cli, ["eval", str(setup["art"]), "--gate", "--json"], standalone_mode=False)
+    assert r.exception is None, r.output
+    out = json.loads(r.output[r.output.index("{") :])
+    assert out["passed"] and out["perplexity"]["tokens"] == 128 and out["perplexity"]["max_increase"] in (0.05, 0.06)
+    assert out["perplexity"]["baseline_cached"] is True
+    assert [p["prompt"] for p in out["prompts"]["results"]] == ["The quick"]
