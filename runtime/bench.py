@@ -96,7 +96,8 @@ def bench(runner, vocab_size: int, workload: Workload, avoid_ids: int = 0) -> di
         first, whole = _one(runner, prompts, w.output_len)
         ttft.append(first)
         total.append(whole)
-        tpot.append((whole - first) / (w.output_len - 1) if w.output_len > 1 else 0.0)
+        # two separate runs: on a tiny workload timing noise can exceed the decode time; never report < 0
+        tpot.append(max(0.0, (whole - first) / (w.output_len - 1)) if w.output_len > 1 else 0.0)
         tps.append(w.batch_size * w.output_len / whole)
     if not runner.is_leader:
         return None
