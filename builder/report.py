@@ -33,6 +33,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def collect(artifact: Path) -> dict[str, Any]:
     """Everything the report shows about one artifact."""
     from runtime.manifest import read_manifest
@@ -66,14 +73,16 @@ def collect(artifact: Path) -> dict[str, Any]:
             "source": v.get("source"),
             "fake_quant": v.get("fake_quant"),
         }
+    # The newest perplexity measurement wins: the build's gate (manifest) or a later `trtq eval --save`.
+    found = []
     if v.get("perplexity"):
-        row["perplexity"] = {**v["perplexity"], "from": "verify"}
-    else:
-        for p in sorted((artifact / "eval").glob("*.json")):
-            rec = (_read_json(p) or {}).get("perplexity")
-            if rec and "increase" in rec:
-                row["perplexity"] = {**rec, "from": f"eval/{p.name}"}
-                break
+        found.append((_mtime(artifact / "manifest.json"), {**v["perplexity"], "from": "verify"}))
+    for p in sorted((artifact / "eval").glob("*.json")):
+        rec = (_read_json(p) or {}).get("perplexity")
+        if rec and "increase" in rec:
+            found.append((_mtime(p), {**rec, "from": f"eval/{p.name}"}))
+    if found:
+        row["perplexity"] = max(found, key=lambda t: t[0])[1]
     for p in sorted((artifact / "bench").glob("*.json")):
         rec = _read_json(p)
         if rec and "tokens_per_s" in rec:
