@@ -124,11 +124,17 @@ def plot_size_vs_perplexity(rows: list[dict[str, Any]], path: Path) -> bool:
         color = {True: "#2e7d32", False: "#c62828"}.get(passed, "#757575")
         ax.scatter([x], [y], s=90, color=color, zorder=3, edgecolor="black", linewidth=0.6)
         ax.annotate(names[r["name"]], (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=c, markeredgecolor="black", label=t)
+        for c, t in (("#2e7d32", "within its limit"), ("#c62828", "over its limit"), ("#757575", "no limit set"))
+    ]
     limits = {r["perplexity"].get("max_increase") for r in pts if r["perplexity"].get("max_increase") is not None}
     if len(limits) == 1:
         lim = 100 * limits.pop()
-        ax.axhline(lim, color="#c62828", linestyle="--", linewidth=1, label=f"gate limit +{lim:.1f}%")
-        ax.legend(loc="upper right", fontsize=9)
+        handles.append(ax.axhline(lim, color="#c62828", linestyle="--", linewidth=1, label=f"gate limit +{lim:.1f}%"))
+    ax.legend(handles=handles, loc="upper right", fontsize=8)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xlabel("checkpoint size (MiB)")
     ax.set_ylabel("perplexity increase vs unquantized (%)")
@@ -175,10 +181,17 @@ def plot_speed(rows: list[dict[str, Any]], path: Path) -> bool:
     a2.set_xlabel("time to first token, ms (lower is better)")
     for ax, vals in ((a1, [b[2] for b in bars]), (a2, [b[3] for b in bars])):
         for y, v in zip(ys, vals, strict=True):
-            ax.text(v, y, f" {v:.3g}", va="center", fontsize=8)
+            ax.text(v, y, f" {v:,.0f}" if v >= 1000 else f" {v:.3g}", va="center", fontsize=8)
         ax.set_xlim(0, max(vals) * 1.25 or 1)
         ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle("Speed per backend")
+    from matplotlib.patches import Patch
+
+    used = sorted({b[1] for b in bars})
+    a2.legend(handles=[Patch(color=palette.get(u, "#616161"), label=u) for u in used], fontsize=8, loc="lower right")
+    title = "Speed per backend"
+    if used == ["reference"]:
+        title += " (reference = trtq's CPU runner: a correctness tool, not deployment speed)"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
