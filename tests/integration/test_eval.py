@@ -304,3 +304,16 @@ def test_eval_gate_reruns_the_recipes_own_checks(setup):
     assert out["passed"] and out["perplexity"]["tokens"] == 128 and out["perplexity"]["max_increase"] in (0.05, 0.06)
     assert out["perplexity"]["baseline_cached"] is True
     assert [p["prompt"] for p in out["prompts"]["results"]] == ["The quick"]
+
+
+def test_a_rebuild_keeps_the_report_in_the_manifest(setup):
+    art = setup["art"]
+    if not (art / "report" / "report.md").is_file():
+        pytest.skip("needs the report of test_report_for_one_artifact_is_listed_in_the_manifest_and_the_card")
+    before = {f.path for f in read_manifest(art).files if f.path.startswith("report/")}
+    _build(setup["base"], setup["model"], "tiny", max_increase=0.07)  # re-runs verify, rewrites the manifest
+    after = {f.path for f in read_manifest(art).files if f.path.startswith("report/")}
+    assert before and after == before
+    (art / "report" / "report.md").write_text("edited\n")  # a changed file is no longer vouched for
+    _build(setup["base"], setup["model"], "tiny", max_increase=0.08)
+    assert "report/report.md" not in {f.path for f in read_manifest(art).files}
