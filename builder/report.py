@@ -8,8 +8,8 @@ and two plots (matplotlib, Agg backend):
   speed.png               decode throughput (tokens/s) and time to first token per artifact, one colour per backend
 
 With one artifact the report goes into ARTIFACT/report/ and is added to the manifest's files (publishing uploads
-what the manifest lists; the model card shows report.md and its plots). A rebuild rewrites the manifest from its
-stages: run `trtq report` again after it.
+what the manifest lists; the model card shows report.md and its plots). A rebuild keeps those entries while the
+files are unchanged (builder/manifest.py); run `trtq report` again to refresh the numbers.
 """
 
 from __future__ import annotations
