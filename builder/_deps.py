@@ -16,6 +16,7 @@ _PROVIDERS = {
     "safetensors": ("safetensors", "pip install 'trtq[quantize]'"),
     "gguf": ("gguf", "pip install 'trtq[quantize]'"),
     "mpi4py": ("mpi4py", "pip install 'trtq[mpi]'"),
+    "matplotlib": ("matplotlib", "pip install 'trtq[report]'"),
     "tensorrt_llm": (
         "tensorrt-llm",
         "run inside nvcr.io/nvidia/tensorrt-llm/release:1.2.1 (see docker/README.md); it cannot be pip-installed here",

@@ -38,6 +38,7 @@ def write_manifest(ws: Workspace, recipe: Recipe, plan, status: str, recipe_path
     quant["format"] = recipe.quantization.format
     path = ws.dir / FILENAME
     previous = _read_previous(path)
+    files += _kept_report_files(ws.dir, previous)
     body = {
         "name": recipe.name,
         "status": status,
@@ -92,6 +93,21 @@ def cuda_version() -> str | None:
         if isinstance(target, ast.Name) and target.id == "cuda" and isinstance(node.value, ast.Constant):
             return node.value.value if isinstance(node.value.value, str) else None
     return None
+
+
+def _kept_report_files(artifact: Path, previous: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`trtq report` adds report/ to the manifest after the build: keep those entries while the files are unchanged,
+    so a rebuild does not drop the report from what gets published."""
+    from builder.fingerprint import sha256_file
+
+    kept = []
+    for f in (previous or {}).get("files", []):
+        full = artifact / f.get("path", "")
+        if not (f.get("path", "").startswith("report/") and full.is_file()):
+            continue
+        if full.stat().st_size == f.get("size") and sha256_file(full) == f.get("sha256"):
+            kept.append(f)
+    return kept
 
 
 def _read_previous(path: Path) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from typing import Any
 from builder import __version__
 from builder._deps import version
 from builder._fault import crash_point
-from builder.errors import StageFailed, UsageError
+from builder.errors import StageFailed
 from builder.fingerprint import changed_keys, file_table, fingerprint
 from builder.quant_formats import FORMATS, needs_calibration
 from builder.recipe import Recipe
@@ -107,7 +107,13 @@ def _verify(ctx: StageContext) -> dict[str, Any]:
     from builder.stages.verify import run_verify_stage
 
     return run_verify_stage(
-        ctx.recipe, ctx.recipe_dir, ctx.upstream("checkpoint"), _model_dir(ctx), _quantize_dir(ctx), ctx.out
+        ctx.recipe,
+        ctx.recipe_dir,
+        ctx.upstream("checkpoint"),
+        _model_dir(ctx),
+        _quantize_dir(ctx),
+        ctx.out,
+        artifact_dir=ctx.workspace.dir,
     )
 
 
@@ -151,6 +157,17 @@ def _reads_quantize(r: Recipe, recipe_dir: Path, ws: Workspace) -> dict[str, Any
 def _reads_export(r: Recipe, recipe_dir: Path, ws: Workspace) -> dict[str, Any]:
     q = r.quantization
     return {"dtype": r.model.dtype, "format": q.format, "kv_cache": q.kv_cache, "exclude": list(q.exclude)}
+
+
+def _reads_verify(r: Recipe, recipe_dir: Path, ws: Workspace) -> dict[str, Any]:
+    reads: dict[str, Any] = {"verify": r.verify.model_dump(mode="json") if r.verify else None}
+    ppl = r.verify.perplexity if r.verify else None
+    if ppl is not None and ppl.dataset != "builtin" and not ppl.dataset.startswith("hf:"):
+        from builder.fingerprint import file_identity
+
+        path = (recipe_dir / ppl.dataset).resolve()
+        reads["eval_file"] = file_identity(path) if path.is_file() else None
+    return reads
 
 
 _EXPORT_LIBS = ("torch", "transformers", "nvidia-modelopt", "safetensors")
@@ -207,7 +224,7 @@ STAGES: tuple[Stage, ...] = (
         "verify",
         "verify",
         _verify,
-        lambda r, d, ws: {"verify": r.verify.model_dump(mode="json") if r.verify else None},
+        _reads_verify,
         after=("checkpoint", "quantize"),
         libraries=("torch", "transformers", "nvidia-modelopt"),
         wanted=lambda r: r.verify is not None and ("checkpoint" in r.targets or "engine" in r.targets),
@@ -235,14 +252,7 @@ class Plan:
 
 
 def refuse_unsupported(recipe: Recipe) -> None:
-    """Sections this version of trtq declares but cannot carry out yet: refuse instead of ignoring them."""
-    problems = []
-    if recipe.verify is not None and recipe.verify.perplexity is not None:
-        problems.append("verify.perplexity: the perplexity gate is not available in this trtq version yet: remove it")
-    if recipe.verify is not None and recipe.verify.prompts:
-        problems.append("verify.prompts: smoke prompts are not available in this trtq version yet: remove them")
-    if problems:
-        raise UsageError("; ".join(problems))
+    """Sections this version of trtq declares but cannot carry out yet: refuse instead of ignoring them (none now)."""
 
 
 def plan(

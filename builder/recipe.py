@@ -139,9 +139,15 @@ class EngineSpec(_Section):
 
 
 class PromptCheck(_Section):
+    """A smoke prompt, run greedily through the artifact; its output is stored in verify/prompts.json."""
+
     prompt: str
     expect: str | None = Field(None, description="Substring the output must contain")
-    regex: str | None = Field(None, description="Regular expression the output must match")
+    regex: str | None = Field(None, description="Regular expression the output must match (re.search)")
+    chat: bool | None = Field(
+        None, description="Wrap the prompt in the tokenizer's chat template; null = when the tokenizer has one"
+    )
+    max_tokens: int = Field(32, ge=1, le=4096, description="Tokens to generate")
 
     @field_validator("regex")
     @classmethod
@@ -155,10 +161,20 @@ class PromptCheck(_Section):
 
 
 class PerplexityGate(_Section):
-    dataset: str = "builtin"
-    text_field: str = "text"
-    tokens: int = Field(4096, ge=16)
-    max_increase: float = Field(0.10, ge=0.0, description="Allowed relative perplexity increase over the source model")
+    """Fail the build when the artifact's perplexity exceeds the unquantized model's by more than max_increase."""
+
+    dataset: str = Field(
+        "builtin",
+        description="builtin (held out from calibration) | a local .txt/.jsonl/.parquet file | hf:<dataset name>",
+    )
+    text_field: str = Field("text", description="Field/column holding the text (.jsonl, .parquet, hf:)")
+    config: str | None = Field(None, description="Dataset config name (hf:)")
+    split: str = Field("test", description="Dataset split (hf:)")
+    tokens: int = Field(4096, ge=16, le=10_000_000, description="Tokens of eval text scored")
+    window: int = Field(512, ge=8, le=131_072, description="Tokens per scored window (capped at the model's context)")
+    max_increase: float = Field(
+        0.10, ge=0.0, description="Allowed relative perplexity increase over the source model (0.10 = 10%)"
+    )
 
 
 class VerifySpec(_Section):

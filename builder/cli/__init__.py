@@ -26,6 +26,9 @@ COMMANDS = {
         "verify",
         "Check an export's logits against the source model (reference runtime).",
     ),
+    "eval": ("builder.cli.eval", "eval_", "Perplexity of an artifact vs its unquantized model (and smoke prompts)."),
+    "bench": ("builder.cli.bench", "bench", "Throughput and latency (TTFT, TPOT, tokens/s, memory) of an artifact."),
+    "report": ("builder.cli.report", "report", "Write a markdown/HTML report with plots comparing artifacts."),
     "publish": ("builder.cli.publish", "publish", "Publish an artifact to hf://, s3://, oci:// or file://."),
     "pull": ("builder.cli.pull", "pull", "Download an artifact, verify every sha256, check it runs here."),
 }

@@ -138,10 +138,14 @@ def _evaluation(m: Manifest, artifact_dir: Path) -> list[str]:
         main = main or (texts[0] if texts else None)
         if main is not None:
             text = (artifact_dir / main).read_text(encoding="utf-8", errors="replace").strip()
+            # The report links its plots relative to report/; the card sits at the artifact's root.
+            for p in images:
+                if Path(p).parent == Path(main).parent:
+                    text = text.replace(f"]({Path(p).name})", f"]({p})")
             # The report's own title would be a second H1 in the card: demote its headings one level.
             out += [_demote(text), ""]
         for p in images:
-            if main is not None and p in (artifact_dir / main).read_text(encoding="utf-8", errors="replace"):
+            if main is not None and f"]({p})" in text:
                 continue  # the report already shows it
             out += [f"![{Path(p).stem}]({p})", ""]
     elif m.verify:

@@ -233,12 +233,22 @@ def _open_single(ckpt: str | Path):
     return ReferenceRunner(cfg, World(0, 1, None), Decoder(cfg, par, _load_shard(shard), str(shard)), par)
 
 
-def run_verify_stage(recipe, recipe_dir: Path, checkpoint: Path, model_dir: Path, quantize_dir: Path | None, out: Path):
+def run_verify_stage(
+    recipe,
+    recipe_dir: Path,
+    checkpoint: Path,
+    model_dir: Path,
+    quantize_dir: Path | None,
+    out: Path,
+    artifact_dir: Path | None = None,
+):
     """The pipeline's `verify` stage: write `verify/report.json` and return the summary the manifest records.
 
     A failed comparison does not raise here: the report is kept, the build marks the artifact failed-verification and
     exits 1. A single-rank checkpoint is verified in this process (with the fake-quant model); a split one under
-    mpirun, one process per rank (`trtq verify` against the source model).
+    mpirun, one process per rank (`trtq verify` against the source model). The accuracy gate (`verify.perplexity`,
+    `verify.prompts`; builder/evaluate.py) runs after it the same way and adds `perplexity` and `prompts` to the
+    summary; its results are in verify/gate.json, the prompts' outputs in verify/prompts.json.
     """
     import json
 
@@ -263,9 +273,24 @@ def run_verify_stage(recipe, recipe_dir: Path, checkpoint: Path, model_dir: Path
     elif spec.reference:
         report = _verify_under_mpirun(checkpoint, model_dir, world, texts, spec.max_tokens, out)
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    summary = {"passed": bool(report.get("passed")), "failed": report.get("failed", [])}
+    summary = {"passed": bool(report.get("passed")), "failed": list(report.get("failed", []))}
     for name, m in (report.get("comparisons") or {}).items():
         summary[name] = {k: m[k] for k in ("nrmse", "top1", "ppl", "ppl_ratio") if k in m}
+    if spec.perplexity is not None or spec.prompts:
+        from builder.stages._gate import run_gate
+
+        gate = run_gate(spec, recipe_dir, artifact_dir or checkpoint.parent, checkpoint, model_dir, world, out)
+        summary["failed"] += gate["failed"]
+        summary["passed"] = summary["passed"] and gate["passed"]
+        if "perplexity" in gate:
+            summary["perplexity"] = {
+                k: gate["perplexity"][k]
+                for k in ("ppl", "baseline_ppl", "increase", "max_increase", "passed", "tokens", "dataset")
+                if k in gate["perplexity"]
+            }
+        if "prompts" in gate:
+            rows = gate["prompts"]["results"]
+            summary["prompts"] = {"passed": sum(r["passed"] for r in rows), "total": len(rows)}
     log.info("verify: %s", "passed" if summary["passed"] else "FAILED: " + "; ".join(summary["failed"]))
     return summary
 

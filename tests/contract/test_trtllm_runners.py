@@ -201,3 +201,19 @@ def test_pytorch_backend_refuses_mpirun_ranks(standin, tmp_path):
     with pytest.raises(WorldSizeError):
         PyTorchRunner.open(art, rank=0, world_size=3)
     assert standin.called("tensorrt_llm.LLM") == []
+
+
+# ---------------------------------------------------------------------------------------------- bench
+def test_bench_drives_the_engine_runner_like_any_other(standin, tmp_path):
+    """trtq bench's generic code on EngineRunner: a 1-token and a full generation per iteration, end id disabled."""
+    from runtime.bench import Workload, bench
+    from runtime.runners.engine import EngineRunner
+
+    runner = EngineRunner.open(engine_artifact(tmp_path, standin), rank=0, world_size=1)
+    out = bench(runner, 32, Workload(input_len=5, output_len=4, batch_size=2, iterations=2, warmup=1), avoid_ids=3)
+    assert out["backend"] == "engine" and out["workload"]["batch_size"] == 2
+    calls = standin.called("tensorrt_llm.runtime.ModelRunnerCpp.generate")
+    assert [c["max_new_tokens"] for c in calls] == [1, 4] * 3  # warmup + 2 iterations
+    assert {c["end_id"] for c in calls} == {-1}  # never generated: every sequence runs to output_len
+    assert all(len(c["batch_input_ids"]) == 2 and len(c["batch_input_ids"][0]) == 5 for c in calls)
+    assert out["tokens_per_s"]["mean"] > 0 and out["ttft_s"]["mean"] > 0

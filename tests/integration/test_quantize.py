@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -239,7 +240,7 @@ def test_verify_stage_passes_then_a_failing_gate_fails_the_build(tmp_path, tiny,
     assert m["verify"]["passed"] is True and m["verify"]["fake_quant"]["top1"] > 0.9
     assert "verify/report.json" in {f["path"] for f in m["files"]}
     # an impossible limit: the report is kept, the build exits 1, the manifest says failed-verification
-    strict = {k: {**v} for k, v in verify_mod.THRESHOLDS.items()}
+    strict = copy.deepcopy(verify_mod.THRESHOLDS)  # a shallow copy would change the real limits for later tests
     for kind in strict.values():
         for lim in kind.values():
             if "top1" in lim:

