@@ -251,10 +251,6 @@ class Plan:
         return {s.stage.name: s for s in self.steps}
 
 
-def refuse_unsupported(recipe: Recipe) -> None:
-    """Sections this version of trtq declares but cannot carry out yet: refuse instead of ignoring them (none now)."""
-
-
 def plan(
     recipe: Recipe,
     recipe_dir: Path,
@@ -323,7 +319,6 @@ def build(
     """Run the pipeline for ``recipe`` into ``root/<name>``. Raises TrtqError subclasses on failure."""
     from builder.manifest import write_manifest
 
-    refuse_unsupported(recipe)
     ws = Workspace(root, recipe.name)
     with ws.lock(wait=wait):
         ran: list[str] = []
