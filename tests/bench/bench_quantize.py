@@ -37,8 +37,6 @@ DIRECT = textwrap.dedent(
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     data = torch.load(tokens)
     cfg = copy.deepcopy(getattr(mtq, cfg_name))
-    if cfg_name == "INT8_SMOOTHQUANT_CFG":
-        cfg["algorithm"] = {"method": "smoothquant", "alpha": 0.5}
     if block != "0":
         for e in cfg["quant_cfg"]:
             if e.get("quantizer_name") == "*weight_quantizer":

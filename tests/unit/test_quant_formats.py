@@ -86,7 +86,7 @@ def test_dict_style_fp8_int8_kv_and_quantized_lm_head():
 
 
 def test_smoothquant_alpha_default_and_override():
-    assert build_config(LIST, "int8_sq", "none", ("lm_head",))["algorithm"] == {"method": "smoothquant", "alpha": 0.5}
+    assert build_config(LIST, "int8_sq", "none", ("lm_head",))["algorithm"] == {"method": "smoothquant", "alpha": 1.0}
     assert build_config(LIST, "int8_sq", "none", ("lm_head",), alpha=0.8)["algorithm"]["alpha"] == 0.8
 
 
