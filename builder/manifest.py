@@ -16,7 +16,19 @@ from runtime.manifest import FILENAME, Manifest
 LIBRARIES = ("torch", "transformers", "nvidia-modelopt", "tensorrt-llm", "tensorrt", "huggingface-hub", "safetensors")
 
 
-def write_manifest(ws: Workspace, recipe: Recipe, plan, status: str, recipe_path: Path | None = None) -> Path:
+def read_previous(ws: Workspace) -> dict[str, Any] | None:
+    """The artifact's manifest as it was before this build (None when there is none)."""
+    return _read_previous(ws.dir / FILENAME)
+
+
+def write_manifest(
+    ws: Workspace,
+    recipe: Recipe,
+    plan,
+    status: str,
+    recipe_path: Path | None = None,
+    previous: dict[str, Any] | None = None,
+) -> Path:
     """Write the manifest for what is in ``ws`` now. A no-op build leaves an identical manifest untouched."""
     stages: dict[str, Any] = {}
     files: list[dict[str, Any]] = []
@@ -37,8 +49,8 @@ def write_manifest(ws: Workspace, recipe: Recipe, plan, status: str, recipe_path
     quant = dict(ckpt.get("quantization") or {})
     quant["format"] = recipe.quantization.format
     path = ws.dir / FILENAME
-    previous = _read_previous(path)
-    files += _kept_report_files(ws.dir, previous)
+    on_disk = _read_previous(path)  # present unless this build changed a stage (then it was dropped)
+    files += _kept_report_files(ws.dir, previous or on_disk)
     body = {
         "name": recipe.name,
         "status": status,
@@ -59,7 +71,7 @@ def write_manifest(ws: Workspace, recipe: Recipe, plan, status: str, recipe_path
         "engine": {"trtllm_build": results["engine"].get("trtllm_build")} if "engine" in results else None,
         "files": sorted(files, key=lambda f: f["path"]),
     }
-    if previous is not None and _same(previous, body):
+    if on_disk is not None and _same(on_disk, body):
         return path  # nothing changed: keep the manifest (and its timestamp) as it was
     manifest = Manifest.model_validate(
         {**body, "stages": stages, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -321,6 +321,9 @@ def build(
 
     ws = Workspace(root, recipe.name)
     with ws.lock(wait=wait):
+        from builder.manifest import read_previous
+
+        previous = read_previous(ws)  # before any stage change drops it: `trtq report` entries are carried over
         ran: list[str] = []
         status = "complete" if until is None else f"incomplete (--until {until})"
         results: dict[str, Any] = {}
@@ -350,20 +353,20 @@ def build(
                     ran.append(step.stage.name)
         except StageFailed as e:
             status = f"incomplete: {e}".split("\n")[0][:200]
-            write_manifest(ws, recipe, the_plan, status, recipe_path)
+            write_manifest(ws, recipe, the_plan, status, recipe_path, previous)
             raise
         verdict = (
             (ws.stamp("verify") or {}).get("result") if any(s.stage.name == "verify" for s in the_plan.steps) else None
         )
         if verdict is not None and verdict.get("passed") is False:
             status = "failed-verification"
-            write_manifest(ws, recipe, the_plan, status, recipe_path)
+            write_manifest(ws, recipe, the_plan, status, recipe_path, previous)
             raise StageFailed(
                 "verify: the checkpoint failed verification: "
                 + "; ".join(verdict.get("failed") or ["see verify/report.json"])
             )
         crash_point("manifest:before")
-        manifest = write_manifest(ws, recipe, the_plan, status, recipe_path)
+        manifest = write_manifest(ws, recipe, the_plan, status, recipe_path, previous)
     return Outcome(the_plan, ran, manifest, status)
 
 

@@ -130,3 +130,19 @@ def init_distributed(world: World, timeout_s: float = 300.0) -> None:
             f"rank {world.rank}/{world.size}: torch.distributed (gloo) could not connect to "
             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}: {e}"
         ) from None
+    import atexit
+
+    atexit.register(_finalize)
+
+
+def _finalize() -> None:
+    """Leave the gloo group together: without a last barrier a rank that exits first can make its peer's gloo
+    thread abort (SIGABRT, "Connection closed by peer") after all the work was done."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+            dist.destroy_process_group()
+        except Exception:  # a peer already failed: mpirun reports that rank's error
+            pass

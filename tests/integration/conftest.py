@@ -101,6 +101,4 @@ def smollm2(tmp_path_factory):
         pytest.skip(f"{gguf} is missing")
     from builder.stages.resolve import _from_gguf
 
-    dest = tmp_path_factory.mktemp("smollm2") / "model"
-    _from_gguf(gguf, dest)
-    return dest
+    return Path(_from_gguf(gguf)["model_dir"])  # the shared conversion cache ($TRTQ_CACHE or ~/.cache/trtq)

@@ -206,7 +206,7 @@ def test_smollm2_int8_sq_and_fp8_end_to_end(tmp_path):
         "build", REPO / "recipes/smollm2-135m/int8_sq.yaml", "--root", root, "--set", "name=smol", *small, "--json"
     )
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["ran"] == ["resolve", "quantize", "checkpoint"]
+    assert json.loads(r.stdout)["ran"] == ["resolve", "quantize", "checkpoint", "verify"]
     ckpt = root / "smol" / "checkpoint"
     config = json.loads((ckpt / "config.json").read_text())
     assert config["quantization"]["quant_algo"] == "W8A8_SQ_PER_CHANNEL" and config["dtype"] == "bfloat16"
@@ -218,7 +218,7 @@ def test_smollm2_int8_sq_and_fp8_end_to_end(tmp_path):
         "build", REPO / "recipes/smollm2-135m/fp8.yaml", "--root", root, "--set", "name=smol", *small, "--json"
     )
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["ran"] == ["quantize", "checkpoint", "hf"], "the resolved model is reused"
+    assert json.loads(r.stdout)["ran"] == ["quantize", "checkpoint", "hf", "verify"], "the resolved model is reused"
     config = json.loads((ckpt / "config.json").read_text())
     assert (config["quantization"]["quant_algo"], config["quantization"]["kv_cache_quant_algo"]) == ("FP8", "FP8")
     hf = json.loads((root / "smol" / "hf" / "config.json").read_text())

@@ -96,11 +96,14 @@ def test_quantized_build_killed_at_boundaries_and_at_random_moments_resumes_iden
 
     # Random moments: a fresh artifact, killed after seeded random delays (each attempt resumes the last one), until a
     # build completes. The delays fall inside resolve, quantize (calibration), and the exports.
+    # The delays are fractions of a timed clean build, so they land inside the build on a fast or a loaded machine.
+    clean = zygote.run("build", recipe, "--root", tmp_path / "timing")
+    assert clean["rc"] == 0, clean["log"]
     rng = random.Random(20261122)
     root = tmp_path / "random"
     kills = 0
     for _ in range(12):
-        r = zygote.run("build", recipe, "--root", root, kill_after=rng.uniform(0.2, 2.5))
+        r = zygote.run("build", recipe, "--root", root, kill_after=rng.uniform(0.05, 0.5) * clean["seconds"])
         assert_nothing_partial(root / "art")
         if r["signal"] is None:
             assert r["rc"] == 0, r["log"]
