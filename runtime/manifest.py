@@ -69,6 +69,15 @@ class Manifest(BaseModel):
         return int(self.parallel.get("world_size", 1))
 
 
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB': sizes as `trtq show` and model cards print them."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """The sha256 of a file, read in 1 MiB chunks: what the manifest's `files` table records for each file."""
     h = hashlib.sha256()

@@ -9,14 +9,7 @@ import click
 
 from builder.cli._common import root_option
 from builder.errors import UsageError
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+from runtime.manifest import human_bytes
 
 
 @click.command()
@@ -53,7 +46,7 @@ def show(artifact: Path, as_json: bool) -> None:
         f"stages     {', '.join(m.stages)}",
         f"requires   {requirements(m).summary()}",
         "versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items() if v),
-        f"files      {len(m.files)} files, {_human(sum(f.size for f in m.files))}",
+        f"files      {len(m.files)} files, {human_bytes(sum(f.size for f in m.files))}",
         f"created    {m.created} by trtq {m.trtq_version}",
     ]
     if m.hardware:
@@ -124,7 +117,7 @@ def ls(root: Path, as_json: bool) -> None:
     for r in rows:
         if "format" in r:
             click.echo(
-                f"{r['name']:<32} {r['format']:<9} tp{r['tp']} pp{r['pp']}  {_human(r['bytes']):>9}  {r['status']}"
+                f"{r['name']:<32} {r['format']:<9} tp{r['tp']} pp{r['pp']}  {human_bytes(r['bytes']):>9}  {r['status']}"
             )
         else:
             click.echo(f"{r['name']:<32} {r['status']}")

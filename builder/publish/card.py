@@ -13,18 +13,10 @@ from pathlib import Path
 import yaml
 
 from runtime import compat
-from runtime.manifest import Manifest
+from runtime.manifest import Manifest, human_bytes
 
 UNQUANTIZED = ("fp16", "bf16")
 _IMAGES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".webp")
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def front_matter(m: Manifest) -> dict:
@@ -121,7 +113,7 @@ def model_card(m: Manifest, artifact_dir: Path, url: str) -> str:
     if m.world_size > 1:
         out += [f"It runs on {m.world_size} GPUs (one MPI rank per GPU; `trtq run` starts them).", ""]
     out += ["## Files", "", "| file | size | sha256 |", "|---|---|---|"]
-    out += [f"| `{f.path}` | {_human(f.size)} | `{f.sha256[:16]}…` |" for f in m.files]
+    out += [f"| `{f.path}` | {human_bytes(f.size)} | `{f.sha256[:16]}…` |" for f in m.files]
     out += ["", "`manifest.json` lists every file with its full sha256; `trtq pull` verifies them all.", ""]
     return "\n".join(out)
 
