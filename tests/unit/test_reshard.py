@@ -268,6 +268,23 @@ def test_reshard_awq_vocabulary_padding(tiny, tmp_path):
 
 
 @pytest.mark.integration
+def test_reshard_refuses_an_awq_lm_head_that_modelopt_unquantizes_at_pp(tiny, tmp_path):
+    """Vocabulary 528 = 33 groups of 16: lm_head stays AWQ-quantized at pp=1 (vocabulary padded to 576), but ModelOpt
+    checks the rows against group * pp and exports it unquantized at pp=2. The tp1 checkpoint cannot tell."""
+    from builder.reshard import reshard
+
+    model_dir = tiny("llama", vocab_size=528)
+    model = _calibrated(model_dir, "int4_awq", "none", ())
+    seen = _check_layouts(model, model_dir, tmp_path, "int4_awq", exclude=(), layouts=((2, 1),))
+    assert seen == {(2, 1): "same"}
+    assert _linear_scales(tmp_path / "tp1pp1" / "rank0.safetensors", "lm_head")
+    ref = _export(model, model_dir, tmp_path / "ref-tp1pp2", "int4_awq", (), 1, 2)
+    assert not _linear_scales(ref / "rank1.safetensors", "lm_head")
+    with pytest.raises(ValueError, match="lm_head"):
+        reshard(tmp_path / "tp1pp1", tmp_path / "got-tp1pp2", 1, 2)
+
+
+@pytest.mark.integration
 def test_reshard_refuses_what_it_cannot_derive(tiny, tmp_path):
     from builder.reshard import reshard
 
