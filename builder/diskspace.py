@@ -6,7 +6,8 @@ Estimates per stage (bytes written into the artifact, or the shared cache for a 
 
 - resolve: nothing for a local or hub model (hub files go to the Hugging Face cache); a GGUF file is converted once
   into $TRTQ_CACHE at its dequantized size (its tensors' elements x 2 bytes, x 4 for a float32 GGUF);
-- quantize: the calibrated weights at the calibration dtype (float32 on the CPU, 16-bit on a GPU);
+- quantize: the calibrated weights at the calibration dtype (float32 on the CPU, 16-bit on a GPU), plus the
+  unsharded (tp1) checkpoint when the recipe targets a checkpoint or engine;
 - checkpoint: every rank's shard as `trtq plan` predicts it (within 5% of real exports, tests/plan);
 - hf: the same weights unsplit; engine: the weights on the GPU, as the engine files hold them.
 
@@ -36,7 +37,10 @@ def stage_bytes(stage: str, recipe, config: dict[str, Any]) -> int:
     q, p = recipe.quantization, recipe.parallel
     if stage == "quantize":
         full = estimate(config, "fp16", "none", 1, 1).checkpoint_bytes[0]
-        return full * (1 if recipe.calibration.device == "cuda" else 2)  # float32 calibration on the CPU
+        state = full * (1 if recipe.calibration.device == "cuda" else 2)  # float32 calibration on the CPU
+        if "checkpoint" in recipe.targets or "engine" in recipe.targets:  # plus the unsharded checkpoint
+            state += estimate(config, q.format, q.kv_cache, 1, 1).checkpoint_bytes[0]
+        return state
     if stage == "checkpoint":
         return sum(estimate(config, q.format, q.kv_cache, p.tp, p.pp).checkpoint_bytes)
     if stage == "hf":

@@ -40,8 +40,9 @@ import numpy as np
 
 from builder import _safetensors as st
 
-# The ModelOpt releases whose export these rules were checked against, bit for bit (tests/unit/test_reshard.py).
-VERIFIED_MODELOPT = ("0.47.",)
+# The ModelOpt releases whose export these rules were checked against, bit for bit (tests/unit/test_reshard.py; CI
+# runs it under both: 0.37 is what NVIDIA's TensorRT-LLM 1.2.x container ships).
+VERIFIED_MODELOPT = ("0.37.", "0.47.")
 # TensorRT-LLM decoder families checked: LlamaForCausalLM (GQA), Qwen2ForCausalLM (qkv bias), GPT2LMHeadModel.
 VERIFIED_DECODERS = ("llama", "qwen", "gpt")
 

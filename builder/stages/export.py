@@ -30,16 +30,73 @@ def prepared_model(recipe: Recipe, model_dir: Path, quantize_dir: Path | None):
     return restore_quantized(recipe, model_dir, quantize_dir, dtype), dtype
 
 
+UNSHARDED = "trtllm"  # the quantize stage's unsharded (tp1 pp1) TensorRT-LLM checkpoint
+
+
 def export_checkpoint(recipe: Recipe, model_dir: Path, quantize_dir: Path | None, out: Path) -> dict[str, Any]:
-    """Write `config.json` + `rank{N}.safetensors` for recipe.parallel into ``out`` and check what was written."""
+    """Write `config.json` + `rank{N}.safetensors` for recipe.parallel into ``out`` and check what was written.
+
+    From the quantize stage's unsharded checkpoint when there is one: sliced into tp x pp ranks (builder/reshard.py,
+    byte-identical to ModelOpt's own split) in about a second, without torch or ModelOpt. Otherwise, or when the
+    layout cannot be derived by slicing, ModelOpt exports the (restored) model directly.
+    """
+    tp, pp = recipe.parallel.tp, recipe.parallel.pp
+    t0 = time.perf_counter()
+    how = None
+    src = quantize_dir / UNSHARDED if quantize_dir is not None else None
+    if src is not None and (src / "config.json").is_file():
+        how = _from_unsharded(src, out, tp, pp)
+    if how is None:
+        model, dtype = prepared_model(recipe, model_dir, quantize_dir)
+        write_trtllm(model, recipe, model_dir, out, tp, pp)
+        how = f"ModelOpt export in {dtype}"
+    log.info("TensorRT-LLM checkpoint: tp=%d pp=%d, %s (%.1f s)", tp, pp, how, time.perf_counter() - t0)
+    copy_tokenizer(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    check_checkpoint(out, tp, pp, FORMATS[recipe.quantization.format].quant_algo, KV_ALGO[recipe.quantization.kv_cache])
+    return config
+
+
+def _from_unsharded(src: Path, out: Path, tp: int, pp: int) -> str | None:
+    """Derive the tp x pp checkpoint from ``src`` (tp1 pp1); None when slicing cannot give ModelOpt's exact split."""
+    import os
+    import shutil
+
+    if tp == pp == 1:
+        for f in sorted(src.iterdir()):
+            try:
+                os.link(f, out / f.name)  # stage outputs are never modified in place: share the bytes
+            except OSError:
+                shutil.copy2(f, out / f.name)
+        return "the calibrated unsharded checkpoint"
+    from builder.reshard import reshard
+
+    try:
+        reshard(src, out, tp, pp)
+    except ValueError as e:
+        log.info("cannot slice the unsharded checkpoint into tp=%d pp=%d (%s); exporting with ModelOpt", tp, pp, e)
+        for f in out.iterdir():
+            f.unlink()
+        return None
+    return "sliced from the calibrated unsharded checkpoint"
+
+
+def export_unsharded(model, recipe: Recipe, model_dir: Path, out: Path) -> None:
+    """The tp1 pp1 TensorRT-LLM checkpoint of the calibrated ``model`` (the quantize stage keeps it)."""
+    out.mkdir()
+    t0 = time.perf_counter()
+    write_trtllm(model, recipe, model_dir, out, 1, 1)
+    log.info("unsharded TensorRT-LLM checkpoint written (%.1f s)", time.perf_counter() - t0)
+
+
+def write_trtllm(model, recipe: Recipe, model_dir: Path, out: Path, tp: int, pp: int) -> None:
+    """ModelOpt's TensorRT-LLM export of ``model`` for tp x pp, with trtq's corrections to config.json."""
     torch = require("torch", "Exporting a TensorRT-LLM checkpoint")
     mte = require("modelopt.torch.export", "Exporting a TensorRT-LLM checkpoint")
-    model, dtype = prepared_model(recipe, model_dir, quantize_dir)
     decoder = mte.get_model_type(model)
     if decoder is None:
         raise StageFailed(f"ModelOpt {mte.__name__} has no TensorRT-LLM export for {type(model).__name__}")
-    tp, pp = recipe.parallel.tp, recipe.parallel.pp
-    t0 = time.perf_counter()
+    dtype = export_dtype(recipe.model.dtype, read_config(model_dir))
     with torch.inference_mode():
         mte.export_tensorrt_llm_checkpoint(
             model,
@@ -52,11 +109,6 @@ def export_checkpoint(recipe: Recipe, model_dir: Path, quantize_dir: Path | None
     _fix_config(out / "config.json", read_config(model_dir))
     if FORMATS[recipe.quantization.format].modelopt_cfg is None and recipe.quantization.format not in ("fp16", "bf16"):
         _mark_weight_only(out, recipe, model)
-    log.info("TensorRT-LLM checkpoint: %s, tp=%d pp=%d, %s (%.1f s)", decoder, tp, pp, dtype, time.perf_counter() - t0)
-    copy_tokenizer(model_dir, out)
-    config = json.loads((out / "config.json").read_text())
-    check_checkpoint(out, tp, pp, FORMATS[recipe.quantization.format].quant_algo, KV_ALGO[recipe.quantization.kv_cache])
-    return config
 
 
 def _fix_config(path: Path, hf_config: dict[str, Any]) -> None:
@@ -123,7 +175,7 @@ def export_hf(recipe: Recipe, model_dir: Path, quantize_dir: Path | None, out: P
 
 def check_checkpoint(ckpt: Path, tp: int, pp: int, quant_algo: str | None, kv_algo: str | None) -> None:
     """Check an exported checkpoint: quant_algo and mapping as asked, one file per rank, consistent shard shapes."""
-    from safetensors import safe_open
+    from builder._safetensors import read
 
     config = json.loads((ckpt / "config.json").read_text())
     quant = config.get("quantization") or {}
@@ -142,8 +194,7 @@ def check_checkpoint(ckpt: Path, tp: int, pp: int, quant_algo: str | None, kv_al
         path = ckpt / f"rank{rank}.safetensors"
         if not path.is_file():
             raise StageFailed(f"exported checkpoint {ckpt}: {path.name} is missing")
-        with safe_open(str(path), framework="pt") as f:
-            shapes[rank] = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        shapes[rank] = {k: t.shape for k, t in read(path)[0].items()}
     for stage in range(pp):
         ranks = [stage * tp + t for t in range(tp)]
         first = shapes[ranks[0]]

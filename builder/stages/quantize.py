@@ -2,7 +2,10 @@
 
 Output (`quantize/`): `modelopt_state.pth` (ModelOpt's own restore state, written with torch.save by this stage),
 `model.safetensors` (the calibrated weights and quantizer buffers: SmoothQuant and AWQ rescale weights in place),
-`calibration.json` (what was done, with which data, how long).
+`calibration.json` (what was done, with which data, how long), and, when the recipe targets a TensorRT-LLM
+checkpoint or engine, `trtllm/`: the calibrated model exported unsharded (tp1 pp1) while it is still in memory. The
+`checkpoint` stage slices that into tp x pp ranks, so a tp/pp change re-exports in about a second; the HF export and
+the verify stage restore the model from the state files.
 
 Calibration runs on CUDA when a GPU is present (in the model's float16/bfloat16), else on the CPU in float32:
 CPU kernels for half precision are slow and less accurate, and the export casts to the checkpoint dtype anyway.
@@ -20,10 +23,12 @@ from builder._deps import require, version
 from builder._determinism import deterministic_torch
 from builder._model import export_dtype, load_model, read_config
 from builder.calib import documents, token_windows
+from builder.clipping import clip_int4_blocks
 from builder.errors import UsageError
 from builder.layout import ModelShape, awq_block_size
 from builder.quant_formats import FORMATS, build_config
 from builder.recipe import Recipe
+from builder.smoothing import fuse_smoothing
 
 log = logging.getLogger("trtq.quantize")
 
@@ -63,6 +68,7 @@ def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> di
     cfg = build_config(
         mtq, q.format, q.kv_cache, q.exclude, alpha=q.smoothquant_alpha, block_size=block, algorithm=q.algorithm
     )
+    steps = trtq_steps(q.format, q.algorithm, cfg)
     device = calibration_device(c.device)
     dtype = "float32" if device == "cpu" else export_dtype(recipe.model.dtype, config)
     samples = calibration_samples(recipe)
@@ -84,7 +90,7 @@ def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> di
         q.format + ("" if q.kv_cache == "none" else f" + kv {q.kv_cache}"),
         device,
         dtype,
-        _algo(cfg),
+        _algo(cfg, steps),
     )
 
     def forward_loop(m) -> None:
@@ -94,17 +100,26 @@ def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> di
 
     deterministic_torch(torch, c.seed)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        model = mtq.quantize(model, cfg, forward_loop)
+
+    def stats_loop(m) -> None:  # second moments settle on far fewer tokens than AWQ's search needs: 8 windows
+        for i in range(0, min(8, data.shape[0]), c.batch_size):
+            m(data[i : min(i + c.batch_size, 8)].to(device))
+
+    model = calibrate(model, cfg, steps, forward_loop, data[:1, :16].to(device), stats_loop)
     seconds = time.perf_counter() - t0
     log.info("calibrated in %.1f s", seconds)
 
     torch.save(mto.modelopt_state(model), out / STATE)
-    save_model(model.cpu(), str(out / WEIGHTS))
+    save_model(model.cpu(), str(out / WEIGHTS))  # the export below runs on the CPU, as a restored model does
+    unsharded = "checkpoint" in recipe.targets or "engine" in recipe.targets
+    if unsharded:  # from the model in memory: no second load, no restore; exports then only slice it per rank
+        from builder.stages.export import UNSHARDED, export_unsharded
+
+        export_unsharded(model, recipe, model_dir, out / UNSHARDED)
     summary = {
         "format": q.format,
         "kv_cache": q.kv_cache,
-        "algorithm": _algo(cfg),
+        "algorithm": _algo(cfg, steps),
         "awq_block_size": block,
         "samples": int(data.shape[0]),
         "seq_len": int(data.shape[1]),
@@ -113,6 +128,7 @@ def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> di
         "dtype": dtype,
         "seconds": round(seconds, 2),
         "modelopt": version("nvidia-modelopt"),
+        "unsharded_checkpoint": unsharded,
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
@@ -134,9 +150,43 @@ def restore_quantized(recipe: Recipe, model_dir: Path, quantize_dir: Path, expor
     return model.eval()
 
 
-def _algo(cfg: dict[str, Any]) -> str:
+def calibrate(model, cfg: dict[str, Any], steps: tuple[str, ...], forward_loop, probe, stats_loop=None):
+    """ModelOpt's calibration, then trtq's steps (see trtq_steps). ``probe``: a few tokens to trace shared inputs;
+    ``stats_loop``: the forward pass that measures activation moments for INT4 clipping (default: forward_loop)."""
+    torch = require("torch", "Calibration")
+    mtq = require("modelopt.torch.quantization", "Calibration")
+    with torch.no_grad():
+        model = mtq.quantize(model, cfg, forward_loop)
+        if "fused-smoothing" in steps:
+            fuse_smoothing(model, probe, alpha=cfg["algorithm"]["alpha"])
+        if "fused-awq-scales" in steps:
+            fuse_smoothing(model, probe)
+        if "int4-clip" in steps:
+            clip_int4_blocks(model, stats_loop or forward_loop)
+    return model
+
+
+def trtq_steps(fmt: str, algorithm: str, cfg: dict[str, Any]) -> tuple[str, ...]:
+    """What trtq does after ModelOpt's calibration (builder/smoothing.py, builder/clipping.py).
+
+    fused-smoothing: whenever SmoothQuant ran (a correctness fix: the export must compute what was calibrated);
+    fused-awq-scales + int4-clip: int4_awq with the default algorithm (`auto`); an explicit awq_lite/awq_clip/awq_full
+    is ModelOpt's alone.
+    """
+    method = cfg["algorithm"].get("method") if isinstance(cfg.get("algorithm"), dict) else cfg.get("algorithm")
+    steps = []
+    if method == "smoothquant":
+        steps.append("fused-smoothing")
+    if fmt == "int4_awq" and algorithm == "auto":
+        steps += ["fused-awq-scales", "int4-clip"]
+    return tuple(steps)
+
+
+def _algo(cfg: dict[str, Any], steps: tuple[str, ...] = ()) -> str:
     a = cfg.get("algorithm")
     if isinstance(a, dict):
         rest = ", ".join(f"{k}={v}" for k, v in a.items() if k != "method")
-        return f"{a.get('method')}" + (f" ({rest})" if rest else "")
-    return str(a)
+        text = f"{a.get('method')}" + (f" ({rest})" if rest else "")
+    else:
+        text = str(a)
+    return " + ".join([text, *steps])

@@ -5,7 +5,10 @@
 For each format, on SmolLM2-135M-Instruct (bf16 baseline, fake-quant in float32 on the CPU):
 - "modelopt": ModelOpt's own *_CFG constant as shipped (SmoothQuant alpha 1.0, AWQ awq_lite, ...), with only the
   AWQ group size set to one that fits the model (576 is not divisible by 128);
-- "trtq": the config `trtq build` uses by default (builder.quant_formats.build_config with recipe defaults).
+- "trtq": what `trtq build` does by default: builder.quant_formats.build_config with the recipe defaults (SmoothQuant
+  alpha 0.8), then trtq's steps after ModelOpt's calibration (builder.stages.quantize.calibrate: one smoothing scale
+  per fused group; for int4_awq one AWQ scale per fused group and activation-weighted INT4 clipping). Where trtq's
+  default is ModelOpt's own (fp8, w4a8_awq) the row is measured once and printed for both.
 Both calibrate on the same token windows (trtq's builtin data); perplexity on held-out prose (Debian licenses).
 Prints: format, method, ppl, delta vs bf16, calibration seconds, and the ratios the issue targets.
 """
@@ -40,6 +43,7 @@ def main() -> None:
     from builder.calib import builtin_documents, token_windows
     from builder.load import load_recipe
     from builder.quant_formats import FORMATS, build_config
+    from builder.stages.quantize import calibrate, trtq_steps
     from builder.stages.resolve import gguf_path, resolve
 
     recipe, recipe_dir = load_recipe(REPO / "recipes/smollm2-135m/bf16.yaml")
@@ -72,11 +76,15 @@ def main() -> None:
                         if "block_sizes" in c:
                             c["block_sizes"][-1] = 64
         ours = build_config(mtq, fmt, "none", ("lm_head",), block_size=64 if spec.awq else None)
-        for method, cfg in (("modelopt", shipped), ("trtq", ours)):
+        steps = trtq_steps(fmt, "auto", ours)
+        same = not steps and ours == shipped
+        for method, cfg, extra in (("modelopt", shipped, ()), ("trtq", ours, steps)):
+            if same and method == "trtq":
+                rows.append((fmt, "trtq (= modelopt)", *rows[-1][2:]))
+                continue
             model = fresh()
             t0 = time.perf_counter()
-            with torch.no_grad():
-                mtq.quantize(model, cfg, loop)
+            calibrate(model, cfg, extra, loop, data[:1, :16], lambda m: [m(data[i : i + 1]) for i in range(8)])
             seconds = time.perf_counter() - t0
             ppl = perplexity(model, tok, eval_text, args.eval_tokens)
             rows.append((fmt, method, ppl, (ppl - base) / base, seconds))
@@ -87,9 +95,9 @@ def main() -> None:
         f"\n## trtq defaults vs ModelOpt defaults on SmolLM2-135M ({args.samples} x {args.seq_len} calibration tokens)"
     )
     print(f"bf16 baseline perplexity {base:.2f} ({args.eval_tokens} tokens of {', '.join(EVAL_PROSE)})")
-    print(f"{'format':<10}{'method':<10}{'ppl':>8}{'delta':>9}{'calib s':>9}")
+    print(f"{'format':<10}{'method':<19}{'ppl':>8}{'delta':>9}{'calib s':>9}")
     for fmt, method, ppl, delta, seconds in rows:
-        print(f"{fmt:<10}{method:<10}{ppl:>8.2f}{delta:>+9.1%}{seconds:>9.1f}")
+        print(f"{fmt:<10}{method:<19}{ppl:>8.2f}{delta:>+9.1%}{seconds:>9.1f}")
     print(f"\n{'format':<10}{'delta reduction':>16}{'time ratio':>12}")
     for fmt in args.formats.split(","):
         (_, _, _, d_mo, s_mo), (_, _, _, d_us, s_us) = [r for r in rows if r[0] == fmt]

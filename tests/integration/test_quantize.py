@@ -121,6 +121,50 @@ def test_tp_change_reexports_without_recalibrating(tmp_path, tiny):
     assert build_it(path, root, "calibration.seed=1").ran == ["quantize", "checkpoint"]
 
 
+def test_tp_change_slices_the_unsharded_checkpoint_without_modelopt(tmp_path, tiny, caplog, monkeypatch):
+    root = tmp_path / "e"
+    path = recipe(tmp_path, tiny, "int8_sq")
+    build_it(path, root)
+    unsharded = root / "q" / "quantize" / "trtllm"
+    assert (unsharded / "rank0.safetensors").is_file()
+    ckpt = root / "q" / "checkpoint"
+    assert (ckpt / "rank0.safetensors").stat().st_ino == (unsharded / "rank0.safetensors").stat().st_ino, "tp1: shared"
+
+    import builder.stages.export as export
+
+    def no_modelopt(*a, **k):
+        raise AssertionError("a tp change must not export through ModelOpt again")
+
+    monkeypatch.setattr(export, "write_trtllm", no_modelopt)
+    caplog.set_level("INFO", logger="trtq.export")
+    assert build_it(path, root, "parallel.tp=2").ran == ["checkpoint"]
+    assert "sliced from the calibrated unsharded checkpoint" in caplog.text
+    assert json.loads((ckpt / "config.json").read_text())["mapping"]["tp_size"] == 2
+
+
+def test_unsliceable_layout_falls_back_to_modelopt(tmp_path, tiny, caplog, monkeypatch):
+    root = tmp_path / "e"
+    path = recipe(tmp_path, tiny, "fp8", tp=2)
+    import builder.reshard
+
+    def refuse(*a, **k):
+        raise ValueError("refused for the test")
+
+    monkeypatch.setattr(builder.reshard, "reshard", refuse)
+    caplog.set_level("INFO", logger="trtq.export")
+    build_it(path, root)
+    assert "refused for the test" in caplog.text and "ModelOpt export in" in caplog.text
+    ckpt = root / "q" / "checkpoint"
+    assert sorted(f.name for f in ckpt.glob("rank*")) == ["rank0.safetensors", "rank1.safetensors"]
+
+
+def test_hf_only_recipe_keeps_no_unsharded_checkpoint(tmp_path, tiny):
+    root = tmp_path / "e"
+    build_it(recipe(tmp_path, tiny, "fp8", targets=["hf"]), root)
+    assert not (root / "q" / "quantize" / "trtllm").exists()
+    assert json.loads((root / "q" / "quantize" / "calibration.json").read_text())["unsharded_checkpoint"] is False
+
+
 def test_awq_group_size_follows_the_per_rank_widths(tmp_path, tiny):
     root = tmp_path / "e"
     build_it(recipe(tmp_path, tiny, "int4_awq"), root)

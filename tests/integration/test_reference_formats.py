@@ -135,3 +135,73 @@ def test_kv_cache_quantization(fmt, kv, grid, checkpoints):
     fresh, cached = runner.logits(SEQS, through_cache=False), runner.logits(SEQS, through_cache=True)
     diff = nrmse(cached, fresh)
     assert 0 < diff < 0.2
+
+
+def test_smoothquant_below_alpha_1_exports_what_was_calibrated(tiny_models, tmp_path):
+    """SmoothQuant alpha < 1 gives q/k/v (and gate/up) different scales; ModelOpt's export averages them without
+    re-measuring the activation range. builder.smoothing gives each fused group one scale before the export, and the
+    checkpoint then computes what the fake-quant model computed, as closely as at alpha 1.0 (where the scales agree
+    by construction; what remains is fp16 storage). Without it the two diverge (SmolLM2: nrmse 0.30)."""
+    import modelopt.torch.quantization as mtq
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from builder.smoothing import fuse_smoothing, shared_input_groups
+    from runtime.reference.runner import ReferenceRunner
+    from tests import _quant
+
+    model_dir = tiny_models["llama"]
+    batches = _quant.calibration_batches(AutoTokenizer.from_pretrained(str(model_dir)), 4)
+    probe = batches[0][:, :8]
+
+    def export_error(alpha: float, fused: bool) -> float:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        cfg = _quant.quant_config("int8_sq")
+        cfg["algorithm"] = {"method": "smoothquant", "alpha": alpha}
+        with torch.no_grad():
+            mtq.quantize(model, cfg, lambda m: [m(b) for b in batches])
+            if fused:
+                changed = fuse_smoothing(model, probe, alpha=alpha)
+                assert changed == (0 if alpha == 1.0 else 2 * model.config.num_hidden_layers)  # qkv, gate/up
+                for names in shared_input_groups(model, probe):
+                    scales = [model.get_submodule(n).input_quantizer.pre_quant_scale for n in names]
+                    assert all(torch.equal(s, scales[0]) for s in scales)
+        calibrated = hf_logits(model, SEQS)  # before the export, which rescales the model in place
+        ckpt = _quant.export_checkpoint(model, model_dir, tmp_path / f"{alpha}-{fused}", "int8_sq")
+        return nrmse(ReferenceRunner.open(ckpt).logits(SEQS), calibrated)
+
+    floor = export_error(1.0, fused=True)
+    fused, per_linear = export_error(0.5, fused=True), export_error(0.5, fused=False)
+    assert fused < 1.5 * floor, f"fused at alpha 0.5: {fused:.4f}, alpha 1.0: {floor:.4f}"
+    assert per_linear > 1.5 * fused, f"ModelOpt per-linear smoothing no longer diverges ({per_linear:.4f})"
+
+
+def test_int4_clipping_survives_the_export(tiny_models, tmp_path):
+    """trtq's int4_awq default (awq_lite, one AWQ scale per fused group, activation-weighted clipping): some blocks
+    are clipped below their max, and the checkpoint holds those ranges (ModelOpt's export would re-measure the max if
+    it had to resmooth a fused group), so the reference run of the checkpoint matches the fake-quant model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from builder.quant_formats import build_config
+    from builder.stages.quantize import calibrate, trtq_steps
+    from runtime.reference.runner import ReferenceRunner
+    from tests import _quant
+
+    model_dir = tiny_models["llama"]
+    batches = _quant.calibration_batches(AutoTokenizer.from_pretrained(str(model_dir)), 4)
+    import modelopt.torch.quantization as mtq
+
+    cfg = build_config(mtq, "int4_awq", "none", ("lm_head",), block_size=32)
+    steps = trtq_steps("int4_awq", "auto", cfg)
+    assert steps == ("fused-awq-scales", "int4-clip")
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model = calibrate(model, cfg, steps, lambda m: [m(b) for b in batches], batches[0][:, :8])
+    q = model.model.layers[0].self_attn.q_proj
+    block_max = q.weight.detach().abs().reshape(q.weight.shape[0], -1, 32).amax(-1).reshape(-1)
+    clipped = q.weight_quantizer.amax.reshape(-1) < block_max * 0.999
+    assert clipped.any(), "activation-weighted clipping clipped nothing"
+    fq = hf_logits(model, SEQS)
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    quant_err = nrmse(fq, hf_logits(base, SEQS))
+    ckpt = _quant.export_checkpoint(model, model_dir, tmp_path / "ckpt", "int4_awq")
+    err = nrmse(ReferenceRunner.open(ckpt).logits(SEQS), fq)
+    assert err < 0.05 * quant_err, f"reference vs fake-quant {err:.4f}, quant error {quant_err:.4f}"

@@ -130,15 +130,20 @@ def _export(model, model_dir: Path, out: Path, fmt: str, exclude: tuple[str, ...
 
     model = copy.deepcopy(model)
     dtype = torch.bfloat16 if fmt == "bf16" else torch.float16
-    with torch.inference_mode(), contextlib.redirect_stdout(io.StringIO()):
-        export_tensorrt_llm_checkpoint(
-            model,
-            get_model_type(model),
-            dtype,
-            export_dir=str(out),
-            inference_tensor_parallel=tp,
-            inference_pipeline_parallel=pp,
-        )
+    try:
+        with torch.inference_mode(), contextlib.redirect_stdout(io.StringIO()):
+            export_tensorrt_llm_checkpoint(
+                model,
+                get_model_type(model),
+                dtype,
+                export_dir=str(out),
+                inference_tensor_parallel=tp,
+                inference_pipeline_parallel=pp,
+            )
+    except NotImplementedError as e:  # ModelOpt 0.37 exports no Qwen2 TensorRT-LLM checkpoint at all
+        if "not supported by TensorRT-LLM yet" in str(e):
+            pytest.skip(f"this ModelOpt cannot export {type(model).__name__}: {str(e)[:80]}")
+        raise
     _fix_config(out / "config.json", read_config(model_dir))
     if SPECS[fmt].modelopt_cfg is None and fmt not in ("fp16", "bf16"):
         recipe = SimpleNamespace(quantization=SimpleNamespace(format=fmt, exclude=exclude))
