@@ -58,7 +58,6 @@ def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> di
     mtq = require("modelopt.torch.quantization", "Calibration")
     mto = require("modelopt.torch.opt", "Calibration")
     transformers = require("transformers", "Calibration")
-    from safetensors.torch import save_model
     from tqdm.auto import tqdm
 
     q, c = recipe.quantization, recipe.calibration
@@ -110,7 +109,7 @@ def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> di
     log.info("calibrated in %.1f s", seconds)
 
     torch.save(mto.modelopt_state(model), out / STATE)
-    save_model(model.cpu(), str(out / WEIGHTS))  # the export below runs on the CPU, as a restored model does
+    save_weights(model.cpu(), out / WEIGHTS)  # the export below runs on the CPU, as a restored model does
     unsharded = "checkpoint" in recipe.targets or "engine" in recipe.targets
     if unsharded:  # from the model in memory: no second load, no restore; exports then only slice it per rank
         from builder.stages.export import UNSHARDED, export_unsharded
@@ -132,6 +131,41 @@ def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> di
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def save_weights(model, path: Path) -> None:
+    """The model's state as safetensors, streamed tensor by tensor. safetensors' own save_model first turns every
+    tensor into bytes, a second copy of the model in memory at the build's peak. Names that alias one storage (tied
+    embeddings) are dropped as save_model drops them, so safetensors' load_model restores them the same way."""
+    import torch
+    from safetensors.torch import _remove_duplicate_names
+
+    from builder import _safetensors as st
+
+    names = {
+        torch.float64: "F64",
+        torch.float32: "F32",
+        torch.bfloat16: "BF16",
+        torch.float16: "F16",
+        torch.float8_e4m3fn: "F8_E4M3",
+        torch.float8_e5m2: "F8_E5M2",
+        torch.int64: "I64",
+        torch.int32: "I32",
+        torch.int16: "I16",
+        torch.int8: "I8",
+        torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }
+    raw = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # numpy has no bfloat16 or fp8
+    state = model.state_dict()
+    for dropped in _remove_duplicate_names(state).values():
+        for name in dropped:
+            del state[name]
+    tensors = {}
+    for name, t in state.items():
+        t = t.detach().contiguous()
+        tensors[name] = st.Tensor(names[t.dtype], t.view(raw[t.element_size()]).numpy())
+    st.write(path, tensors)
 
 
 def restore_quantized(recipe: Recipe, model_dir: Path, quantize_dir: Path, export_dtype_name: str):

@@ -295,3 +295,27 @@ def test_verify_stage_passes_then_a_failing_gate_fails_the_build(tmp_path, tiny,
     m = json.loads((root / "q" / "manifest.json").read_text())
     assert m["status"] == "failed-verification" and m["verify"]["passed"] is False
     assert (root / "q" / "verify" / "report.json").is_file()
+
+
+def test_save_weights_matches_safetensors_save_model(tmp_path, tiny):
+    """The streamed writer holds what safetensors' save_model holds (tied names dropped the same way) and loads back
+    with safetensors' strict load_model."""
+    import torch
+    from safetensors.torch import load_file, load_model, save_model
+    from transformers import AutoModelForCausalLM
+
+    from builder.stages.quantize import save_weights
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32, tie_word_embeddings=True)
+    model.register_buffer("flag", torch.tensor([True, False]))
+    model.register_buffer("bf", torch.arange(6, dtype=torch.bfloat16).reshape(2, 3))
+    save_weights(model, tmp_path / "ours.safetensors")
+    save_model(model, str(tmp_path / "theirs.safetensors"))
+    ours, theirs = load_file(tmp_path / "ours.safetensors"), load_file(tmp_path / "theirs.safetensors")
+    assert sorted(ours) == sorted(theirs)
+    assert all(ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]) for k in ours)
+    fresh = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32, tie_word_embeddings=True)
+    fresh.register_buffer("flag", torch.zeros(2, dtype=torch.bool))
+    fresh.register_buffer("bf", torch.zeros(2, 3, dtype=torch.bfloat16))
+    load_model(fresh, str(tmp_path / "ours.safetensors"), strict=True)
+    assert torch.equal(fresh.bf, model.bf) and fresh.flag.tolist() == [True, False]
