@@ -1,4 +1,4 @@
-"""SmoothQuant for fused layers: one smoothing scale per shared input, chosen for the fused weight.
+"""One pre-quant scale per group of fused linears: SmoothQuant's chosen for the fused weight, AWQ's averaged early.
 
 ModelOpt's `smoothquant` smooths every linear on its own: q, k and v (and gate and up) read the same activation but
 get different per-channel scales when alpha < 1. TensorRT-LLM fuses them into one GEMM (qkv, gate+up) behind one
@@ -11,6 +11,10 @@ shared activation range and the largest weight of the whole group per input chan
 ``s = max|W_group|^(1 - alpha) / max|x|^alpha``, rewrites the group's weights and pre-quant scales with it, and sets
 the activation range and the weight ranges that follow from it. The calibrated model and the export then agree, and
 ModelOpt's export finds nothing to resmooth. Groups whose scales already agree (alpha 1.0) are left untouched.
+
+AWQ has the same split: awq_lite searches each linear's scale alone and the export averages them. trtq averages them
+right after the search instead, so that the INT4 clipping that follows (builder/clipping.py) is measured on, and
+exported with, the weights TensorRT-LLM will run.
 """
 
 from __future__ import annotations
