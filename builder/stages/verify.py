@@ -42,8 +42,14 @@ BUILTIN_TEXTS = (
 # (bf16 export, ModelOpt 0.47, 8 calibration samples of license text; see the runtime notes) with margin.
 THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
     "fake_quant": {
-        # measured int8_sq: nrmse 0.067, top1 0.98, ppl ratio 0.995
+        # measured int8_sq at ModelOpt's alpha 1.0: nrmse 0.067, top1 0.98, ppl ratio 0.995
         "default": {"nrmse": 0.10, "top1": 0.90, "ppl_ratio": 1.05},
+        # int8_sq at trtq's alpha 0.8 (builder/smoothing.py): less of the activation range is moved into the weights,
+        # so per-tensor int8 activations sit on a coarser grid, and the checkpoint's 16-bit weights and scales move
+        # more of them across rounding boundaries than at 1.0. SmolLM2, 16x128 calibration tokens: nrmse 0.105-0.143,
+        # top1 0.88-0.90 (alpha 1.0: 0.083 / 0.90), while the checkpoint's own perplexity on 2048 held-out tokens is
+        # 21.75 against 25.23 at alpha 1.0 (bf16 20.12). Perplexity stays gated as tightly as for every format.
+        "W8A8_SQ_PER_CHANNEL": {"nrmse": 0.20, "top1": 0.85, "ppl_ratio": 1.05},
         # ModelOpt's export shares one per-tensor FP8 weight scale across fused q/k/v and gate/fc (the max), a
         # requantization its fake-quant model never does. Measured: nrmse 0.149, top1 0.913, ppl ratio 1.034
         "FP8": {"nrmse": 0.25, "top1": 0.85, "ppl_ratio": 1.08},

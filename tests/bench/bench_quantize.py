@@ -112,7 +112,10 @@ def main() -> None:
     subprocess.run(
         trtq("build", base, "--root", root, "--set", "name=bench", "--until", "resolve"), env=env, check=True
     )
-    model_dir = root / "bench" / "resolve" / "model"
+    sys.path.insert(0, str(REPO))
+    from builder.stages.resolve import model_dir as resolved
+
+    model_dir = resolved(root / "bench" / "resolve")  # the shared GGUF conversion cache
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -24,7 +24,7 @@ SMOL = {
 Usage = namedtuple("Usage", "total used free")
 
 
-def recipe(fmt="fp16", tp=1, **calib) -> Recipe:
+def recipe(fmt="fp16", tp=1, targets=("checkpoint", "engine"), **calib) -> Recipe:
     return Recipe.model_validate(
         {
             "name": "x",
@@ -32,6 +32,7 @@ def recipe(fmt="fp16", tp=1, **calib) -> Recipe:
             "quantization": {"format": fmt},
             "parallel": {"tp": tp},
             "calibration": calib,
+            "targets": list(targets),
         }  # fmt: skip
     )
 
@@ -41,8 +42,11 @@ def test_stage_estimates_follow_format_and_layout():
     assert 300e6 < fp16 < 340e6  # SmolLM2-135M in 16 bits + the untied lm_head a TensorRT-LLM checkpoint holds
     assert diskspace.stage_bytes("checkpoint", recipe(tp=3), SMOL) > fp16  # norms and headers on every rank
     assert diskspace.stage_bytes("checkpoint", recipe("int4_awq"), SMOL) < 0.6 * fp16  # embeddings stay 16-bit
-    assert diskspace.stage_bytes("quantize", recipe("fp8"), SMOL) == 2 * fp16  # float32 calibration on the CPU
-    assert diskspace.stage_bytes("quantize", recipe("fp8", device="cuda"), SMOL) == fp16
+    fp8 = diskspace.stage_bytes("checkpoint", recipe("fp8"), SMOL)
+    # float32 calibration on the CPU, plus the unsharded checkpoint the exports slice
+    assert diskspace.stage_bytes("quantize", recipe("fp8"), SMOL) == 2 * fp16 + fp8
+    assert diskspace.stage_bytes("quantize", recipe("fp8", device="cuda"), SMOL) == fp16 + fp8
+    assert diskspace.stage_bytes("quantize", recipe("fp8", targets=["hf"]), SMOL) == 2 * fp16  # no unsharded one
     assert diskspace.stage_bytes("resolve", recipe(), SMOL) == 0
 
 
