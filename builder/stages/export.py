@@ -64,8 +64,11 @@ def _from_unsharded(src: Path, out: Path, tp: int, pp: int) -> str | None:
 
     if tp == pp == 1:
         for f in sorted(src.iterdir()):
+            if f.suffix != ".safetensors":
+                shutil.copy2(f, out / f.name)  # small files are copied, so that no edit can reach the other stage
+                continue
             try:
-                os.link(f, out / f.name)  # stage outputs are never modified in place: share the bytes
+                os.link(f, out / f.name)  # rank files are never written again: share their bytes
             except OSError:
                 shutil.copy2(f, out / f.name)
         return "the calibrated unsharded checkpoint"
