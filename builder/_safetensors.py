@@ -16,8 +16,6 @@ import mmap
 import struct
 from pathlib import Path
 
-import numpy as np
-
 # Element sizes, in the order the safetensors library (0.8) lays tensors out in a file (its Dtype enum, largest
 # first; then by name).
 ITEM_SIZE = {
@@ -33,13 +31,14 @@ ITEM_SIZE = {
     "I16": 2,
     "F8_E4M3": 1,
     "F8_E5M2": 1,
+    "F8_E8M0": 1,
     "I8": 1,
     "U8": 1,
     "BOOL": 1,
 }
 _ORDER = {dtype: i for i, dtype in enumerate(ITEM_SIZE)}
-_RAW = {1: np.dtype("u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
-_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+_RAW = {1: "u1", 2: "<u2", 4: "<u4", 8: "<u8"}  # numpy dtypes of the raw elements, by item size
+MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 
 class Tensor:
@@ -47,7 +46,7 @@ class Tensor:
 
     __slots__ = ("dtype", "data")
 
-    def __init__(self, dtype: str, data: np.ndarray):
+    def __init__(self, dtype: str, data):
         self.dtype = dtype
         self.data = data
 
@@ -58,12 +57,14 @@ class Tensor:
 
 def read(path: Path) -> tuple[dict[str, Tensor], dict[str, str] | None]:
     """Map ``path`` and return {name: Tensor} (views into the mapping, read-only) and its ``__metadata__``."""
+    import numpy as np  # here, not at import: builder.model_files shares this module's tables at CLI start-up
+
     with open(path, "rb") as f:
         size = path.stat().st_size
         if size < 8:
             raise ValueError(f"{path}: not a safetensors file ({size} bytes)")
         (n,) = struct.unpack("<Q", f.read(8))
-        if n > min(_MAX_HEADER, size - 8):
+        if n > min(MAX_HEADER, size - 8):
             raise ValueError(f"{path}: header length {n} is impossible for a {size}-byte file")
         header = json.loads(f.read(n))
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 8 + n else b""
@@ -74,7 +75,7 @@ def read(path: Path) -> tuple[dict[str, Tensor], dict[str, str] | None]:
         dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
         if dtype not in ITEM_SIZE:
             raise ValueError(f"{path}: tensor {name} has dtype {dtype}, which this reader does not know")
-        raw = _RAW[ITEM_SIZE[dtype]]
+        raw = np.dtype(_RAW[ITEM_SIZE[dtype]])
         count = int(np.prod(shape, dtype=np.int64))
         if end - begin != count * raw.itemsize or body + end > size:
             raise ValueError(f"{path}: tensor {name} {dtype}{list(shape)} has data_offsets {[begin, end]}")
@@ -86,6 +87,8 @@ def read(path: Path) -> tuple[dict[str, Tensor], dict[str, str] | None]:
 def write(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` as safetensors, laid out as the safetensors library (0.8) does: by dtype in its order, then by
     name; compact JSON header padded with spaces to 8 bytes. The same tensors then give the same file, byte for byte."""
+    import numpy as np
+
     order = sorted(tensors, key=lambda k: (_ORDER[tensors[k].dtype], k))
     header: dict = {"__metadata__": metadata} if metadata is not None else {}
     offset = 0

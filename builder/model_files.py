@@ -14,13 +14,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from builder._safetensors import ITEM_SIZE as _DTYPE_BYTES
+from builder._safetensors import MAX_HEADER as _MAX_HEADER
 from builder.errors import ModelSourceError
 
-_DTYPE_BYTES = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-    "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
-}  # fmt: skip
-_MAX_HEADER = 100 * 1024**2  # the safetensors format's own limit
 _EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight")
 _LAYER = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
 
