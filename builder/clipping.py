@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 
+from builder._hooks import module_inputs
+
 log = logging.getLogger("trtq.quantize")
 
 RATIOS = tuple(1.0 - 0.025 * i for i in range(21))  # 1.0 down to 0.5
@@ -49,22 +51,14 @@ def input_second_moments(model, forward_loop, names: set[str]) -> dict:
 
     sums: dict = {}
     counts: dict = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if name in names:
 
-            def hook(_module, args, name=name):
-                x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-                sums[name] = sums.get(name, 0) + x.pow(2).sum(0)
-                counts[name] = counts.get(name, 0) + x.shape[0]
+    def accumulate(name, x) -> None:
+        x = x.detach().float().reshape(-1, x.shape[-1])
+        sums[name] = sums.get(name, 0) + x.pow(2).sum(0)
+        counts[name] = counts.get(name, 0) + x.shape[0]
 
-            hooks.append(module.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            forward_loop(model)
-    finally:
-        for h in hooks:
-            h.remove()
+    with module_inputs(model, lambda name, _module: name in names, accumulate), torch.no_grad():
+        forward_loop(model)
     return {n: sums[n] / counts[n] for n in sums}
 
 

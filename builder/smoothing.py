@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from builder._hooks import module_inputs
+
 log = logging.getLogger("trtq.quantize")
 
 _EPS = 1.0 / (1 << 31)  # ModelOpt's own floor for a channel that never fired
@@ -33,21 +35,16 @@ def shared_input_groups(model, probe) -> list[list[str]]:
 
     seen: dict[int, list[str]] = defaultdict(list)
     keep = []  # hold every input so that no tensor id is reused during the pass
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and hasattr(module, "input_quantizer"):
 
-            def hook(_module, args, name=name):
-                keep.append(args[0])
-                seen[id(args[0])].append(name)
+    def record(name, x) -> None:
+        keep.append(x)
+        seen[id(x)].append(name)
 
-            hooks.append(module.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in hooks:
-            h.remove()
+    def linear(_name, module) -> bool:
+        return isinstance(module, torch.nn.Linear) and hasattr(module, "input_quantizer")
+
+    with module_inputs(model, linear, record), torch.no_grad():
+        model(probe)
     groups = []
     for names in seen.values():
         unique = list(dict.fromkeys(names))
