@@ -120,34 +120,22 @@ def _calibrated(model_dir: Path, fmt: str, kv: str, exclude: tuple[str, ...]):
 
 
 def _export(model, model_dir: Path, out: Path, fmt: str, exclude: tuple[str, ...], tp: int, pp: int) -> Path:
-    """ModelOpt's export of a copy of ``model`` plus trtq's config edits (builder/stages/export.py)."""
-    import torch
-    from modelopt.torch.export import export_tensorrt_llm_checkpoint, get_model_type
+    """What trtq's export stage writes for ``model`` at tp x pp (builder.stages.export.write_trtllm: ModelOpt's export
+    plus trtq's config edits), from a copy: ModelOpt's export changes the model."""
+    from builder.stages.export import write_trtllm
 
-    from builder._model import read_config
-    from builder.quant_formats import FORMATS as SPECS
-    from builder.stages.export import _fix_config, _mark_weight_only
-
-    model = copy.deepcopy(model)
-    dtype = torch.bfloat16 if fmt == "bf16" else torch.float16
+    recipe = SimpleNamespace(
+        model=SimpleNamespace(dtype="bfloat16" if fmt == "bf16" else "float16"),
+        quantization=SimpleNamespace(format=fmt, exclude=exclude),
+    )
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        with torch.inference_mode(), contextlib.redirect_stdout(io.StringIO()):
-            export_tensorrt_llm_checkpoint(
-                model,
-                get_model_type(model),
-                dtype,
-                export_dir=str(out),
-                inference_tensor_parallel=tp,
-                inference_pipeline_parallel=pp,
-            )
+        with contextlib.redirect_stdout(io.StringIO()):
+            write_trtllm(copy.deepcopy(model), recipe, model_dir, out, tp, pp)
     except NotImplementedError as e:  # ModelOpt 0.37 exports no Qwen2 TensorRT-LLM checkpoint at all
         if "not supported by TensorRT-LLM yet" in str(e):
             pytest.skip(f"this ModelOpt cannot export {type(model).__name__}: {str(e)[:80]}")
         raise
-    _fix_config(out / "config.json", read_config(model_dir))
-    if SPECS[fmt].modelopt_cfg is None and fmt not in ("fp16", "bf16"):
-        recipe = SimpleNamespace(quantization=SimpleNamespace(format=fmt, exclude=exclude))
-        _mark_weight_only(out, recipe, model)
     return out
 
 
