@@ -135,6 +135,11 @@ def init_distributed(world: World, timeout_s: float = 300.0) -> None:
     atexit.register(_finalize)
 
 
+def leave_distributed() -> None:
+    """Leave the process group now (all ranks together), e.g. before rank 0 goes on alone for a long time."""
+    _finalize()
+
+
 def _finalize() -> None:
     """Leave the gloo group together: without a last barrier a rank that exits first can make its peer's gloo
     thread abort (SIGABRT, "Connection closed by peer") after all the work was done."""

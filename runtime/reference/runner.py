@@ -35,9 +35,14 @@ class ReferenceRunner:
     # ---------------------------------------------------------------------------------------------- loading
     @classmethod
     def open(
-        cls, checkpoint_dir: str | Path, rank: int | None = None, world_size: int | None = None
+        cls,
+        checkpoint_dir: str | Path,
+        rank: int | None = None,
+        world_size: int | None = None,
+        weight_only_tp: int = 1,
     ) -> ReferenceRunner:
-        """Load this process's shard of the checkpoint. rank/world_size default to the launcher's environment."""
+        """Load this process's shard of the checkpoint. rank/world_size default to the launcher's environment.
+        ``weight_only_tp``: compute an unsplit W8A16/W4A16 checkpoint as its tp=N engine would (see Decoder)."""
         ckpt = Path(checkpoint_dir)
         cfg = read_config(ckpt)
         world = world_from_env()
@@ -50,10 +55,10 @@ class ReferenceRunner:
         t0 = time.perf_counter()
         tensors = _load_shard(shard)
         with torch.inference_mode():
-            decoder = Decoder(cfg, par, tensors, str(shard))
+            decoder = Decoder(cfg, par, tensors, str(shard), weight_only_tp)
         del tensors
         log.info(
-            "%s %s, quant %s, kv %s, rank %d/%d (tp %d, pp %d), loaded in %.1f s (fp32 compute)",
+            "%s %s, quant %s, kv %s, rank %d/%d (tp %d, pp %d), loaded in %.1f s (%s)",
             cfg.architecture,
             cfg.dtype,
             cfg.quant_algo,
@@ -63,6 +68,7 @@ class ReferenceRunner:
             cfg.mapping.tp_size,
             cfg.mapping.pp_size,
             time.perf_counter() - t0,
+            "exact float64 grid arithmetic" if cfg.exact else "float32 compute",
         )
         return cls(cfg, world, decoder, par)
 
