@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.errors import LayoutError
+from runtime.formats import FORMATS
 
 
 @dataclass(frozen=True)
@@ -128,16 +129,18 @@ def awq_block_size(shape: ModelShape, recipe, log_choice: bool = False) -> int:
 
 
 def check_quant_layout(shape: ModelShape, recipe) -> None:
-    """Format-specific layout rules, checked before calibration."""
+    """Format-specific layout rules (the format table's), checked before calibration."""
     fmt = recipe.quantization.format
-    if fmt in ("int4_awq", "w4a8_awq"):
+    spec = FORMATS[fmt]
+    if spec.grouped:
         awq_block_size(shape, recipe)
-    if fmt in ("fp8", "w4a8_awq"):
-        # FP8 GEMMs need the reduction dimension to be a multiple of 16 (cuBLASLt / TensorRT-LLM fp8 kernels).
-        bad = {k: w for k, w in quantized_in_widths(shape, recipe.parallel.tp).items() if w % 16}
+    if spec.gemm_multiple > 1:
+        # e.g. FP8 GEMMs need the reduction dimension to be a multiple of 16 (cuBLASLt / TensorRT-LLM fp8 kernels)
+        m = spec.gemm_multiple
+        bad = {k: w for k, w in quantized_in_widths(shape, recipe.parallel.tp).items() if w % m}
         if bad:
             raise LayoutError(
-                f"quantization.format: {fmt} needs widths divisible by 16, but "
+                f"quantization.format: {fmt} needs widths divisible by {m}, but "
                 + ", ".join(f"{k} is {w}" for k, w in bad.items())
                 + f" at tp={recipe.parallel.tp}"
             )

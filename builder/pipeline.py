@@ -22,9 +22,9 @@ from builder._deps import version
 from builder._fault import crash_point
 from builder.errors import StageFailed
 from builder.fingerprint import changed_keys, file_table, fingerprint
-from builder.quant_formats import FORMATS, needs_calibration
 from builder.recipe import Recipe
 from builder.workspace import STAMP, Workspace
+from runtime.formats import FORMATS, needs_calibration
 
 log = logging.getLogger("trtq.build")
 
@@ -144,7 +144,7 @@ def _reads_quantize(r: Recipe, recipe_dir: Path, ws: Workspace) -> dict[str, Any
     }
     # The AWQ group size depends on tp (per-rank widths); key the calibration by the size chosen, not by tp itself,
     # so a tp change that keeps the group size re-exports without recalibrating.
-    if FORMATS[r.quantization.format].awq and ws.stamp("resolve") is not None:
+    if FORMATS[r.quantization.format].grouped and ws.stamp("resolve") is not None:
         from builder._model import read_config
         from builder.layout import ModelShape, awq_block_size
         from builder.stages.resolve import model_dir

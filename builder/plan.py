@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from builder.layout import ModelShape, tp_problems, valid_tp
+from runtime.formats import FORMATS, KV_CACHES, sm_problem
+from runtime.gpu import cc_key
 
 GIB = 1024**3
 FIXED_HEADROOM = 2 * GIB
@@ -114,30 +116,12 @@ def _kind(config: dict[str, Any]) -> str:
     return "llama"
 
 
-def _wbytes(fmt: str, checkpoint: bool) -> float:
-    """Bytes per weight element of a quantized linear layer."""
-    if fmt in ("fp16", "bf16"):
-        return 2
-    if fmt in ("int8_wo", "int4_wo"):
-        return 2 if checkpoint else (1 if fmt == "int8_wo" else 0.5)
-    return {"fp8": 1, "int8_sq": 1, "int4_awq": 0.5, "w4a8_awq": 0.5}[fmt]
-
-
 def _linear(fmt: str, out: int, inp: int, checkpoint: bool, group: int) -> tuple[float, int]:
-    """(bytes, tensor count) for one quantized linear layer of shape (out, inp)."""
-    b = out * inp * _wbytes(fmt, checkpoint)
-    n = 1
-    if fmt == "fp8":
-        b, n = b + 8, 3  # weights_scaling_factor + activation_scaling_factor (fp32 scalars)
-    elif fmt == "int8_sq":
-        b, n = b + out * 4 + inp * 2 + 4, 4  # per-channel fp32 scales, fp16 smoothing, fp32 activation scale
-    elif fmt in ("int4_awq", "w4a8_awq"):
-        b, n = b + out * math.ceil(inp / group) * 4 + inp * 2, 3  # fp32 group scales, fp16 pre-quant scale
-        if fmt == "w4a8_awq":
-            b, n = b + 8, n + 2
-    elif fmt in ("int8_wo", "int4_wo") and not checkpoint:
-        b += out * 2  # per-channel scales added by TensorRT-LLM at load
-    return b, n
+    """(bytes, tensor count) for one quantized linear layer of shape (out, inp): weights plus the format's scales."""
+    spec = FORMATS[fmt]
+    per_weight = spec.checkpoint_bytes_per_weight if checkpoint else spec.engine_bytes_per_weight
+    scale_bytes, scale_tensors = spec.linear_scales(out, inp, group, not checkpoint)
+    return out * inp * per_weight + scale_bytes, 1 + scale_tensors
 
 
 def _rank_bytes(config: dict[str, Any], fmt: str, tp: int, pp: int, pp_rank: int, checkpoint: bool,
@@ -183,7 +167,7 @@ def kv_bytes_per_token(config: dict[str, Any], kv_cache: str, tp: int, pp: int) 
     """KV-cache bytes one token takes on one rank: K and V for the rank's layers and KV heads."""
     s = _shape(config)
     kv_local = max(1, s.num_kv_heads // tp) if s.num_kv_heads >= tp else 1
-    return 2 * (s.num_layers // pp) * kv_local * s.head_dim * (2 if kv_cache == "none" else 1)
+    return int(2 * (s.num_layers // pp) * kv_local * s.head_dim * KV_CACHES[kv_cache].bytes_per_value)
 
 
 def estimate(config: dict[str, Any], fmt: str, kv_cache: str, tp: int, pp: int, limits: Any = None,
@@ -193,7 +177,7 @@ def estimate(config: dict[str, Any], fmt: str, kv_cache: str, tp: int, pp: int, 
     s = _shape(config)
     group = group_size or _awq_group(s, tp)
     notes = []
-    if fmt in ("int4_awq", "w4a8_awq"):
+    if FORMATS[fmt].grouped:
         notes.append(f"AWQ group size {group}")
     ckpt, weights = [], []
     for r in range(tp * pp):
@@ -237,21 +221,22 @@ def fit(est: Estimate, gpu_memory_bytes: int) -> Fit:
 
 def alternatives(config: dict[str, Any], est: Estimate, gpu_memory_bytes: int, sm: str) -> list[str]:
     """Layouts and formats that would fit when ``est`` does not: more tp with the same format, or a smaller format."""
-    from builder.stages._gpu import MIN_SM, MIN_SM_KV
-
-    cc = tuple(int(x) for x in sm.split("."))
+    cc = cc_key(sm)
     s = _shape(config)
     out = []
-    same_format_runs = cc >= MIN_SM[est.format] and cc >= MIN_SM_KV[est.kv_cache]
+    same_format_runs = sm_problem(est.format, est.kv_cache, cc, "") is None
     for tp in valid_tp(s) if same_format_runs else ():
         if tp > est.tp and tp * est.pp <= 64:
             e = estimate(config, est.format, est.kv_cache, tp, est.pp, est.limits)
             if fit(e, gpu_memory_bytes).fits:
                 out.append(f"tp={tp} (x pp={est.pp}) with {est.format}")
                 break
-    kv = est.kv_cache if cc >= MIN_SM_KV[est.kv_cache] else ("int8" if cc >= MIN_SM_KV["int8"] else "none")
-    for fmt in ("fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "int4_wo"):
-        if fmt == est.format or cc < MIN_SM[fmt] or tp_problems(s, est.tp):
+    runnable_kv = [k for k, spec in KV_CACHES.items() if cc >= spec.min_sm and k != "none"]
+    kv = est.kv_cache if cc >= KV_CACHES[est.kv_cache].min_sm else (runnable_kv[-1] if runnable_kv else "none")
+    for fmt, spec in FORMATS.items():
+        if fmt == est.format or spec.quant_algo is None or cc < spec.min_sm or tp_problems(s, est.tp):
+            continue
+        if kv not in spec.kv_caches:
             continue
         e = estimate(config, fmt, kv, est.tp, est.pp, est.limits)
         smaller = e.largest_rank_weights < est.largest_rank_weights or not same_format_runs
@@ -262,17 +247,14 @@ def alternatives(config: dict[str, Any], est: Estimate, gpu_memory_bytes: int, s
 
 def plan_report(config: dict[str, Any], recipe: Any, gpu: str) -> dict[str, Any]:
     """Everything `trtq plan` prints, as a dict (also its --json output)."""
-    from builder.stages._gpu import format_problem
-
     name, mem, sm = gpu_spec(gpu)
     q, p = recipe.quantization, recipe.parallel
     est = estimate(config, q.format, q.kv_cache, p.tp, p.pp, recipe.engine)
     verdict = fit(est, mem)
-    cc = tuple(int(x) for x in sm.split("."))
-    sm_problem = format_problem(q.format, q.kv_cache, cc, name)
+    problem = sm_problem(q.format, q.kv_cache, cc_key(sm), name)
     layout = tp_problems(_shape(config), p.tp)
-    fits = verdict.fits and sm_problem is None and not layout
-    reason = sm_problem or ("; ".join(layout) if layout else verdict.reason)
+    fits = verdict.fits and problem is None and not layout
+    reason = problem or ("; ".join(layout) if layout else verdict.reason)
     return {
         "recipe": recipe.name,
         "gpu": {"name": name, "memory_bytes": mem, "compute_capability": sm},

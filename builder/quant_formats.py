@@ -8,40 +8,10 @@ ModelOpt's *_CFG constants are deep-copied, never mutated.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
+from runtime.formats import FORMATS, KV_CACHES, needs_calibration  # noqa: F401  (needs_calibration: re-exported)
 
-@dataclass(frozen=True)
-class FormatSpec:
-    name: str
-    quant_algo: str | None  # TensorRT-LLM QuantAlgo the checkpoint must carry
-    modelopt_cfg: str | None  # name of the ModelOpt constant (None: no calibration of the weights)
-    awq: bool = False
-    hf_export: bool = True  # ModelOpt's unified HF export supports it (TensorRT-LLM PyTorch backend)
-    description: str = ""
-
-
-FORMATS: dict[str, FormatSpec] = {
-    "fp16": FormatSpec("fp16", None, None, description="unquantized float16"),
-    "bf16": FormatSpec("bf16", None, None, description="unquantized bfloat16"),
-    # Weight-only: TensorRT-LLM's own quantize.py exports unquantized weights and sets quant_algo; TensorRT-LLM
-    # quantizes them per channel when it loads the checkpoint (tensorrt_llm/models/modeling_utils.py
-    # preprocess_weights -> weight-only quantization). ModelOpt 0.37 mislabels int8 weight-only exports as
-    # W8A8_SQ_PER_CHANNEL and cannot export per-channel int4 at all, so trtq follows TensorRT-LLM here.
-    "int8_wo": FormatSpec("int8_wo", "W8A16", None, hf_export=False, description="int8 weights, fp16 activations"),
-    "int4_wo": FormatSpec("int4_wo", "W4A16", None, hf_export=False, description="int4 weights, fp16 activations"),
-    "int8_sq": FormatSpec(
-        "int8_sq", "W8A8_SQ_PER_CHANNEL", "INT8_SMOOTHQUANT_CFG", hf_export=False, description="SmoothQuant W8A8"
-    ),
-    "int4_awq": FormatSpec("int4_awq", "W4A16_AWQ", "INT4_AWQ_CFG", awq=True, description="AWQ int4 weights"),
-    "w4a8_awq": FormatSpec(
-        "w4a8_awq", "W4A8_AWQ", "W4A8_AWQ_BETA_CFG", awq=True, description="AWQ int4 weights, fp8 activations"
-    ),
-    "fp8": FormatSpec("fp8", "FP8", "FP8_DEFAULT_CFG", description="fp8 (e4m3) weights and activations"),
-}
-KV_ALGO = {"none": None, "fp8": "FP8", "int8": "INT8"}
-_KV_BITS: dict[str, Any] = {"fp8": (4, 3), "int8": 8}
 KV_PATTERN = "*[kv]_bmm_quantizer"
 
 # ModelOpt's default is 1.0 (all of the activation range moved into the weights). On SmolLM2-135M with the same
@@ -50,11 +20,6 @@ KV_PATTERN = "*[kv]_bmm_quantizer"
 # smoothing of builder/smoothing.py, which the quantize stage always applies after ModelOpt's SmoothQuant.
 DEFAULT_SMOOTHQUANT_ALPHA = 0.8
 DEFAULT_AWQ_ALGORITHM = "awq_lite"
-
-
-def needs_calibration(fmt: str, kv_cache: str) -> bool:
-    """Whether the `quantize` stage runs: the format calibrates, or the KV cache needs scales."""
-    return FORMATS[fmt].modelopt_cfg is not None or kv_cache != "none"
 
 
 def _pattern(p: str) -> str:
@@ -74,30 +39,31 @@ def build_config(
     """The ModelOpt quantization config for a format, in the style of the installed ModelOpt (list or dict)."""
     spec = FORMATS[fmt]
     listy = isinstance(mtq.INT4_AWQ_CFG["quant_cfg"], list)
-    if spec.modelopt_cfg is not None:
-        cfg = copy.deepcopy(getattr(mtq, spec.modelopt_cfg))
+    constant = spec.modelopt_constant(_modelopt_version())
+    if constant is not None:
+        cfg = copy.deepcopy(getattr(mtq, constant))
     else:  # KV-cache-only calibration for the unquantized and weight-only formats
         cfg = {"quant_cfg": [{"quantizer_name": "*", "enable": False}] if listy else {"default": {"enable": False}}}
         cfg["algorithm"] = "max"
     rules = cfg["quant_cfg"]
 
-    if spec.awq and block_size is not None:
+    if spec.grouped and block_size is not None:
         for wcfg in _weight_cfgs(rules, listy):
             if "block_sizes" in wcfg:
                 wcfg["block_sizes"] = {**wcfg["block_sizes"], -1: block_size}
-    if spec.modelopt_cfg is not None:
+    if constant is not None:
         if "lm_head" not in exclude:  # ModelOpt keeps lm_head unquantized by default; the recipe asked otherwise
             _drop(rules, "*lm_head*", listy)
         for p in exclude:
             _add(rules, _pattern(p), None, listy)
-    if kv_cache != "none":
-        _add(rules, KV_PATTERN, {"num_bits": _KV_BITS[kv_cache], "axis": None}, listy)
+    if KV_CACHES[kv_cache].num_bits is not None:
+        _add(rules, KV_PATTERN, {"num_bits": KV_CACHES[kv_cache].num_bits, "axis": None}, listy)
 
     if fmt == "int8_sq":
         cfg["algorithm"] = {"method": "smoothquant", "alpha": DEFAULT_SMOOTHQUANT_ALPHA if alpha is None else alpha}
         if algorithm == "max":
             cfg["algorithm"] = "max"
-    elif spec.awq:
+    elif spec.grouped:
         method = DEFAULT_AWQ_ALGORITHM if algorithm == "auto" else algorithm
         base = cfg.get("algorithm")
         extra = {k: v for k, v in base.items() if k != "method"} if isinstance(base, dict) else {}
@@ -105,6 +71,12 @@ def build_config(
     elif algorithm not in ("auto", "max"):
         raise ValueError(f"algorithm {algorithm} does not apply to {fmt}")
     return cfg
+
+
+def _modelopt_version() -> str | None:
+    from builder._deps import version
+
+    return version("nvidia-modelopt")
 
 
 def _weight_cfgs(rules, listy: bool) -> list[dict]:

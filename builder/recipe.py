@@ -10,9 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-FORMATS = ("fp16", "bf16", "int8_wo", "int4_wo", "int8_sq", "int4_awq", "w4a8_awq", "fp8")
-Format = Literal["fp16", "bf16", "int8_wo", "int4_wo", "int8_sq", "int4_awq", "w4a8_awq", "fp8"]
-KvCache = Literal["none", "fp8", "int8"]
+from runtime.formats import FORMAT_NAMES, FORMATS, KV_CACHE_NAMES, KV_CACHES
+
+Format = Literal[FORMAT_NAMES]  # the format table's rows (runtime/formats.py)
+KvCache = Literal[KV_CACHE_NAMES]
+ALGORITHMS = tuple(dict.fromkeys(a for spec in FORMATS.values() for a in spec.algorithms))
 Target = Literal["checkpoint", "hf", "engine"]
 Dtype = Literal["auto", "float16", "bfloat16"]
 PluginDtype = Literal["auto", "float16", "bfloat16", "float32", "disable"]
@@ -76,7 +78,7 @@ class QuantizationSpec(_Section):
     awq_block_size: Literal["auto", 32, 64, 128] = Field(
         "auto", description="AWQ group size; auto = the largest of 128/64/32 dividing every per-rank width"
     )
-    algorithm: Literal["auto", "max", "smoothquant", "awq_lite", "awq_clip", "awq_full"] = Field(
+    algorithm: Literal[("auto", *ALGORITHMS)] = Field(
         "auto", description="Calibration algorithm; auto = the format's default"
     )
 
@@ -230,44 +232,46 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _cross(self) -> Recipe:
-        fmt, dtype = self.quantization.format, self.model.dtype
-        implied = {"fp16": "float16", "bf16": "bfloat16"}.get(fmt)
-        if implied and dtype not in ("auto", implied):
-            raise ValueError(
-                f"model.dtype: quantization.format {fmt} exports {implied} weights but model.dtype is {dtype}: "
-                f"set model.dtype to auto or {implied}"
-            )
         q = self.quantization
-        awq = fmt in ("int4_awq", "w4a8_awq")
-        if q.kv_cache == "int8" and fmt in ("fp8", "w4a8_awq"):
+        fmt, dtype = q.format, self.model.dtype
+        spec, kv = FORMATS[fmt], KV_CACHES[q.kv_cache]
+        if spec.dtype and dtype not in ("auto", spec.dtype):
             raise ValueError(
-                f"quantization.kv_cache: int8 cannot be combined with {fmt} (fp8 activations use fp8 attention): "
-                "use kv_cache fp8 or none"
+                f"model.dtype: quantization.format {fmt} exports {spec.dtype} weights but model.dtype is {dtype}: "
+                f"set model.dtype to auto or {spec.dtype}"
             )
-        if q.smoothquant_alpha is not None and fmt != "int8_sq":
-            raise ValueError(f"quantization.smoothquant_alpha: only applies to int8_sq, not {fmt}: remove it")
-        if q.awq_block_size != "auto" and not awq:
+        if q.kv_cache not in spec.kv_caches:
             raise ValueError(
-                f"quantization.awq_block_size: only applies to int4_awq and w4a8_awq, not {fmt}: remove it"
+                f"quantization.kv_cache: {q.kv_cache} cannot be combined with {fmt}: use kv_cache "
+                + " or ".join(spec.kv_caches)
             )
-        valid_algos = {
-            "int8_sq": ("auto", "smoothquant", "max"),
-            "int4_awq": ("auto", "awq_lite", "awq_clip", "awq_full"),
-        }
-        valid_algos["w4a8_awq"] = valid_algos["int4_awq"]
-        allowed = valid_algos.get(fmt, ("auto", "max"))
+        if q.smoothquant_alpha is not None and "smoothquant" not in spec.algorithms:
+            with_alpha = [f for f, s in FORMATS.items() if "smoothquant" in s.algorithms]
+            raise ValueError(
+                f"quantization.smoothquant_alpha: only applies to {', '.join(with_alpha)}, not {fmt}: remove it"
+            )
+        if q.awq_block_size != "auto" and not spec.grouped:
+            grouped = [f for f, s in FORMATS.items() if s.grouped]
+            raise ValueError(
+                f"quantization.awq_block_size: only applies to {' and '.join(grouped)}, not {fmt}: remove it"
+            )
+        allowed = ("auto", *spec.algorithms)
         if q.algorithm not in allowed:
             raise ValueError(
                 f"quantization.algorithm: {q.algorithm} does not apply to {fmt}: use one of {', '.join(allowed)}"
             )
-        if "hf" in self.targets and fmt in ("int8_wo", "int4_wo", "int8_sq"):
+        if "hf" in self.targets and not (spec.unified_hf and kv.unified_hf):
+            ok = [f for f, s in FORMATS.items() if s.unified_hf]
+            what = fmt if not spec.unified_hf else f"kv_cache {q.kv_cache}"
             raise ValueError(
-                f"targets: the unified HF checkpoint cannot hold {fmt} (ModelOpt's HF export and TensorRT-LLM's "
-                "PyTorch backend support fp16, bf16, fp8, int4_awq, w4a8_awq): drop hf or change the format"
+                f"targets: the unified HF checkpoint cannot hold {what} (ModelOpt's HF export and TensorRT-LLM's "
+                f"PyTorch backend support {', '.join(ok)}, with kv_cache "
+                + " or ".join(k for k, s in KV_CACHES.items() if s.unified_hf)
+                + "): drop hf or change the format"
             )
         return self
 
     @property
     def export_dtype(self) -> str:
         """The `dtype` of the TensorRT-LLM checkpoint ('float16' or 'bfloat16'), or 'auto' to take the model's."""
-        return {"fp16": "float16", "bf16": "bfloat16"}.get(self.quantization.format, self.model.dtype)
+        return FORMATS[self.quantization.format].dtype or self.model.dtype

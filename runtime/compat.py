@@ -7,24 +7,12 @@ this before it downloads anything; runners can call `check()` before they load a
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
 
+from runtime.formats import FORMATS, KV_CACHES
+from runtime.gpu import Gpu, cc_key, normalize_cc, probe
 from runtime.manifest import Manifest
-
-# Lowest compute capability each format runs on in TensorRT-LLM (FP8 tensor cores arrived with Ada/Hopper, sm89;
-# bf16 with Ampere, sm80). Formats not listed run on every GPU TensorRT-LLM supports.
-MIN_COMPUTE_CAPABILITY = {"fp8": "8.9", "w4a8_awq": "8.9", "nvfp4": "10.0", "bf16": "8.0"}
-KV_MIN_COMPUTE_CAPABILITY = {"fp8": "8.9"}
-
-
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    compute_capability: str  # "9.0"
 
 
 @dataclass(frozen=True)
@@ -77,26 +65,6 @@ class Requirements:
         return ", ".join(parts)
 
 
-def _cc(value: Any) -> str | None:
-    """Normalise a compute capability given as "9.0", [9, 0], 90, "sm90" or "sm_90" to "9.0"."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return f"{int(value[0])}.{int(value[1])}"
-    text = str(value).lower().removeprefix("sm").lstrip("_ ")
-    if "." in text:
-        major, minor = text.split(".", 1)
-        return f"{int(major)}.{int(minor)}"
-    if text.isdigit():
-        return f"{int(text) // 10}.{int(text) % 10}"
-    return str(value)
-
-
-def _cc_key(cc: str) -> tuple[int, int]:
-    major, _, minor = cc.partition(".")
-    return int(major), int(minor or 0)
-
-
 def requirements(m: Manifest) -> Requirements:
     """What the artifact in ``m`` needs to run."""
     hw = m.hardware or {}
@@ -104,17 +72,15 @@ def requirements(m: Manifest) -> Requirements:
     fmt = m.quantization.get("format")
     kv = (m.recipe.get("quantization") or {}).get("kv_cache") or "none"
     need, reasons = None, {}
-    for cc, why in (
-        (MIN_COMPUTE_CAPABILITY.get(fmt), f"format {fmt}"),
-        (KV_MIN_COMPUTE_CAPABILITY.get(kv), f"kv cache {kv}"),
-    ):
-        if cc and (need is None or _cc_key(cc) > _cc_key(need)):
+    for spec, why in ((FORMATS.get(fmt), f"format {fmt}"), (KV_CACHES.get(kv), f"kv cache {kv}")):
+        cc = f"{spec.min_sm[0]}.{spec.min_sm[1]}" if spec is not None and spec.min_sm > (0, 0) else None
+        if cc and (need is None or cc_key(cc) > cc_key(need)):
             need, reasons["min_compute_capability"] = cc, why
     versions = m.versions or {}
     return Requirements(
         engine=engine,
         gpu_name=hw.get("gpu") or hw.get("gpu_name") or hw.get("name"),
-        compute_capability=_cc(hw.get("compute_capability") or hw.get("sm")),
+        compute_capability=normalize_cc(hw.get("compute_capability") or hw.get("sm")),
         min_compute_capability=need,
         tensorrt_llm=hw.get("tensorrt_llm") or (versions.get("tensorrt-llm") if engine else None),
         tensorrt=hw.get("tensorrt") or (versions.get("tensorrt") if engine else None),
@@ -125,13 +91,9 @@ def requirements(m: Manifest) -> Requirements:
 
 
 def this_machine() -> Machine:
-    """Probe the local GPUs (nvidia-smi, else torch if installed) and TensorRT-LLM/TensorRT versions (no imports)."""
-    gpus, probe = _gpus_from_nvidia_smi(), "nvidia-smi"
-    if gpus is None:
-        gpus, probe = _gpus_from_torch(), "torch"
-    if gpus is None:
-        gpus, probe = (), "none"
-    return Machine(tuple(gpus), _version("tensorrt_llm", "tensorrt-llm"), _version("tensorrt", "tensorrt-cu12"), probe)
+    """Probe the local GPUs (runtime/gpu.py) and TensorRT-LLM/TensorRT versions (no imports)."""
+    gpus, how = probe()
+    return Machine(tuple(gpus), _version("tensorrt_llm", "tensorrt-llm"), _version("tensorrt", "tensorrt-cu12"), how)
 
 
 def _version(*dists: str) -> str | None:
@@ -141,43 +103,6 @@ def _version(*dists: str) -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
-
-
-def _gpus_from_nvidia_smi() -> list[Gpu] | None:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None  # an old driver without compute_cap, or no device: let torch try
-    gpus = []
-    for line in out.strip().splitlines():
-        name, _, cc = line.rpartition(",")
-        if name.strip() and cc.strip():
-            gpus.append(Gpu(name.strip(), _cc(cc.strip()) or cc.strip()))
-    return gpus
-
-
-def _gpus_from_torch() -> list[Gpu] | None:
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        return None
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    return [
-        Gpu(torch.cuda.get_device_name(i), _cc(torch.cuda.get_device_capability(i)) or "?")
-        for i in range(torch.cuda.device_count())
-    ]
 
 
 def check(m: Manifest, machine: Machine) -> list[Finding]:
@@ -211,7 +136,7 @@ def check(m: Manifest, machine: Machine) -> list[Finding]:
     elif (
         req.min_compute_capability
         and machine.gpus
-        and all(_cc_key(c) < _cc_key(req.min_compute_capability) for c in local_ccs)
+        and all(cc_key(c) < cc_key(req.min_compute_capability) for c in local_ccs)
     ):
         why = req.reasons.get("min_compute_capability", "this format")
         out.append(

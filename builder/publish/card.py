@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 
 from runtime import compat
+from runtime.formats import FORMATS, UNQUANTIZED
 from runtime.manifest import Manifest, human_bytes
 
-UNQUANTIZED = ("fp16", "bf16")
 _IMAGES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".webp")
 
 
@@ -73,7 +73,7 @@ def model_card(m: Manifest, artifact_dir: Path, url: str) -> str:
         "|---|---|",
     ]
     rows = [
-        ("format", fmt),
+        ("format", f"{fmt} ({FORMATS[fmt].summary})" if fmt in FORMATS else fmt),
         ("quant_algo", q.get("quant_algo")),
         ("kv cache quant_algo", q.get("kv_cache_quant_algo")),
         ("tensor parallel x pipeline parallel", f"{m.parallel.get('tp')} x {m.parallel.get('pp')}"),

@@ -21,7 +21,8 @@ from typing import Any
 from builder._deps import version
 from builder.errors import StageFailed, UsageError
 from builder.recipe import EngineSpec, Recipe
-from builder.stages._gpu import Gpu, format_problem, local_gpus
+from runtime.formats import sm_problem
+from runtime.gpu import Gpu, local_gpus
 
 log = logging.getLogger("trtq.engine")
 
@@ -145,7 +146,7 @@ def preflight(recipe: Recipe, checkpoint: Path, gpus: list[Gpu] | None = None) -
         raise StageFailed("engine: no GPU is visible (nvidia-smi and torch.cuda see none): run on a GPU machine "
                           "with `docker run --gpus all ...`")  # fmt: skip
     gpu = gpus[0]
-    problem = format_problem(recipe.quantization.format, recipe.quantization.kv_cache, gpu.sm, gpu.name)
+    problem = sm_problem(recipe.quantization.format, recipe.quantization.kv_cache, gpu.sm, gpu.name)
     if problem:
         raise UsageError(problem)
     from builder.plan import alternatives, estimate, fit

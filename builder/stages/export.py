@@ -14,8 +14,9 @@ from typing import Any
 from builder._deps import require
 from builder._model import copy_tokenizer, export_dtype, load_model, read_config
 from builder.errors import StageFailed
-from builder.quant_formats import FORMATS, KV_ALGO, needs_calibration, trtllm_exclude_modules
+from builder.quant_formats import trtllm_exclude_modules
 from builder.recipe import Recipe
+from runtime.formats import FORMATS, KV_CACHES, needs_calibration
 
 log = logging.getLogger("trtq.export")
 
@@ -53,7 +54,8 @@ def export_checkpoint(recipe: Recipe, model_dir: Path, quantize_dir: Path | None
     log.info("TensorRT-LLM checkpoint: tp=%d pp=%d, %s (%.1f s)", tp, pp, how, time.perf_counter() - t0)
     copy_tokenizer(model_dir, out)
     config = json.loads((out / "config.json").read_text())
-    check_checkpoint(out, tp, pp, FORMATS[recipe.quantization.format].quant_algo, KV_ALGO[recipe.quantization.kv_cache])
+    q = recipe.quantization
+    check_checkpoint(out, tp, pp, FORMATS[q.format].quant_algo, KV_CACHES[q.kv_cache].quant_algo)
     return config
 
 
@@ -110,7 +112,7 @@ def write_trtllm(model, recipe: Recipe, model_dir: Path, out: Path, tp: int, pp:
             inference_pipeline_parallel=pp,
         )
     _fix_config(out / "config.json", read_config(model_dir))
-    if FORMATS[recipe.quantization.format].modelopt_cfg is None and recipe.quantization.format not in ("fp16", "bf16"):
+    if FORMATS[recipe.quantization.format].quantized_at_load:
         _mark_weight_only(out, recipe, model)
 
 

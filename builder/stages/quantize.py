@@ -26,9 +26,10 @@ from builder.calib import documents, token_windows
 from builder.clipping import clip_int4_blocks
 from builder.errors import UsageError
 from builder.layout import ModelShape, awq_block_size
-from builder.quant_formats import FORMATS, build_config
+from builder.quant_formats import build_config
 from builder.recipe import Recipe
 from builder.smoothing import fuse_smoothing
+from runtime.formats import FORMATS
 
 log = logging.getLogger("trtq.quantize")
 
@@ -47,10 +48,10 @@ def calibration_device(requested: str) -> str:
 
 
 def calibration_samples(recipe: Recipe) -> int:
-    """Recipe value, or the default: 128 windows; 32 for AWQ, whose search is costly (TensorRT-LLM caps it at 32)."""
+    """Recipe value, or the format's default (128 windows; 32 for AWQ, whose search is costly)."""
     if recipe.calibration.samples is not None:
         return recipe.calibration.samples
-    return 32 if FORMATS[recipe.quantization.format].awq else 128
+    return FORMATS[recipe.quantization.format].calibration_samples
 
 
 def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def quantize(recipe: Recipe, model_dir: Path, recipe_dir: Path, out: Path) -> di
     q, c = recipe.quantization, recipe.calibration
     config = read_config(model_dir)
     shape = ModelShape.from_config(config)
-    block = awq_block_size(shape, recipe, log_choice=True) if FORMATS[q.format].awq else None
+    block = awq_block_size(shape, recipe, log_choice=True) if FORMATS[q.format].grouped else None
     cfg = build_config(
         mtq, q.format, q.kv_cache, q.exclude, alpha=q.smoothquant_alpha, block_size=block, algorithm=q.algorithm
     )

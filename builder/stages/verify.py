@@ -7,7 +7,7 @@ Metrics per comparison, on a fixed batch of texts (teacher-forced, every positio
   top1                fraction of positions where both pick the same next token
   ppl / ppl_ratio     next-token perplexity of the checkpoint and of the other model, and their ratio
 
-Thresholds (THRESHOLDS below; a check fails when a metric is past its limit):
+Thresholds (per format, in the format table runtime/formats.py; a check fails when a metric is past its limit):
 - vs the fake-quant model: the checkpoint must compute what ModelOpt simulated. Only accumulation order, fp16
   storage of unquantized tensors, and a few rounding ties differ, so the limits are tight.
 - vs the source model (always, and the only reference when no fake-quant model is given): the quantization error
@@ -42,61 +42,16 @@ BUILTIN_TEXTS = (
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))  # prints 5\nfor i in range(3):\n    print(i * i)\n",
 )
 
-# format -> limits. Keys: nrmse (max), top1 (min), ppl_ratio (max). Sized from SmolLM2-135M-Instruct measurements
-# (bf16 export, ModelOpt 0.47, 8 calibration samples of license text; see the runtime notes) with margin.
-THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
-    "fake_quant": {
-        # measured int8_sq at ModelOpt's alpha 1.0: nrmse 0.067, top1 0.98, ppl ratio 0.995
-        "default": {"nrmse": 0.10, "top1": 0.90, "ppl_ratio": 1.05},
-        # int8_sq at trtq's alpha 0.8 (builder/smoothing.py): less of the activation range is moved into the weights,
-        # so per-tensor int8 activations sit on a coarser grid, and the checkpoint's 16-bit weights and scales move
-        # more of them across rounding boundaries than at 1.0. SmolLM2, 16x128 calibration tokens: nrmse 0.105-0.143,
-        # top1 0.88-0.90 (alpha 1.0: 0.083 / 0.90), while the checkpoint's own perplexity on 2048 held-out tokens is
-        # 21.75 against 25.23 at alpha 1.0 (bf16 20.12). Perplexity stays gated as tightly as for every format.
-        "W8A8_SQ_PER_CHANNEL": {"nrmse": 0.20, "top1": 0.85, "ppl_ratio": 1.05},
-        # ModelOpt's export shares one per-tensor FP8 weight scale across fused q/k/v and gate/fc (the max), a
-        # requantization its fake-quant model never does. Measured: nrmse 0.149, top1 0.913, ppl ratio 1.034
-        "FP8": {"nrmse": 0.25, "top1": 0.85, "ppl_ratio": 1.08},
-        # same effect for the per-tensor FP8 weight scale (weights_scaling_factor_2) of W4A8; measured nrmse 0.139,
-        # top1 0.890, ppl ratio 0.993 (int4_awq, no per-tensor scale: 0.010 / 0.983 / 1.002)
-        "W4A8_AWQ": {"nrmse": 0.25, "top1": 0.85, "ppl_ratio": 1.08},
-        "none": {"nrmse": 0.02, "top1": 0.98, "ppl_ratio": 1.01},
-    },
-    # vs the unquantized model: the quantization error itself. nrmse over the whole vocabulary is dominated by the
-    # tail of irrelevant logits, so only top1 and perplexity gate (nrmse is reported), except unquantized exports.
-    "source": {
-        "none": {"nrmse": 0.02, "top1": 0.98, "ppl_ratio": 1.01},
-        "W8A16": {"top1": 0.90, "ppl_ratio": 1.05},  # measured 0.965 / 1.007
-        "FP8": {"top1": 0.80, "ppl_ratio": 1.15},  # measured 0.873 / 1.069
-        "W8A8_SQ_PER_CHANNEL": {"top1": 0.55, "ppl_ratio": 1.60},  # measured 0.665 / 1.385 (8-sample calibration)
-        "W4A16_AWQ": {"top1": 0.50, "ppl_ratio": 1.80},  # measured 0.688 / 1.046 (block 64); block 128 is worse
-        "W4A8_AWQ": {"top1": 0.45, "ppl_ratio": 2.00},  # measured 0.653 / 1.134
-        "W4A16": {"top1": 0.40, "ppl_ratio": 2.20},  # per-channel int4, no groups: measured 0.468 / 1.861
-    },
-    # A split checkpoint against the unsplit one of the same calibration. Measured after the exact row-parallel
-    # reduction: bit-identical logits for every format at tp 2/3, pp 2 and tp2 x pp2 (tiny models) and at tp 3
-    # (SmolLM2 int8_sq, fp8); the limit leaves room for float32 rounding ties in the 16-bit and weight-only formats.
-    "baseline": {"default": {"nrmse": 1e-5, "top1": 0.99, "ppl_ratio": 1.0001}},
-}
-# A quantized KV cache adds its own error (measured int8 KV alone vs source: nrmse 0.109, top1 0.925, ppl 0.966).
-KV_EXTRA = {"nrmse": 0.15, "top1": 0.10, "ppl_ratio": 0.05}
-WEIGHT_ONLY_AT_LOAD = ("W8A16", "W4A16")  # quantized by TensorRT-LLM at load: the "fake-quant" model is the source
-
 
 def limits(kind: str, quant_algo: str | None, kv_algo: str | None = None, overrides: dict | None = None) -> dict:
-    if kind == "fake_quant" and quant_algo in WEIGHT_ONLY_AT_LOAD:
-        kind = "source"
-    table = THRESHOLDS[kind]
-    key = quant_algo or "none"
-    lim = dict(table.get(key) or table.get("default") or table["none"])
-    if kv_algo and kind != "baseline":
-        # ModelOpt exports FP8 KV scales clamped to >= 1 (quant_utils.get_kv_cache_scaling_factor) and its fake-quant
-        # keeps separate k/v scales while TensorRT-LLM uses max(k, v); the context phase reads fresh K/V.
-        for k, extra in KV_EXTRA.items():
-            if k in lim:
-                lim[k] = lim[k] - extra if k == "top1" else lim[k] + extra
+    """The limits of one comparison ("fake_quant", "source" or "baseline": a split against the unsplit checkpoint),
+    from the format table (runtime/formats.py); ``overrides``: {kind: {metric: limit}}."""
+    from runtime.formats import KV_CACHES, by_quant_algo, verify_limits
+
+    kv = next(spec for spec in KV_CACHES.values() if spec.quant_algo == kv_algo)
+    lim = verify_limits("split" if kind == "baseline" else kind, by_quant_algo(quant_algo), kv)
     lim.update((overrides or {}).get(kind, {}))
-    return {k: round(v, 6) for k, v in lim.items()}
+    return lim
 
 
 def compare(ours: Sequence, theirs: Sequence, tokens: Sequence[Sequence[int]]) -> dict[str, float]:
@@ -343,12 +298,12 @@ def _verify_rank(args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("quantize_dir"):
             return None
         from builder._model import export_dtype, read_config
-        from builder.quant_formats import FORMATS
         from builder.recipe import Recipe
         from builder.stages.quantize import restore_quantized
+        from runtime.formats import needs_calibration
 
         recipe = Recipe.model_validate(args["recipe"])
-        if FORMATS[recipe.quantization.format].modelopt_cfg is None and recipe.quantization.kv_cache == "none":
+        if not needs_calibration(recipe.quantization.format, recipe.quantization.kv_cache):
             return None
         source = Path(args["source"])
         dtype = export_dtype(recipe.model.dtype, read_config(source))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import CheckpointError
+from runtime.formats import ACTIVATION_QUANT_ALGOS, KV_QUANT_ALGOS, QUANT_ALGOS
 
 # TensorRT-LLM architecture strings (tensorrt_llm/models/__init__.py MODEL_MAP) -> the decoder family implemented here.
 FAMILIES = {
@@ -18,9 +19,6 @@ FAMILIES = {
     "GPT2LMHeadModel": "gpt",
     "GPTForCausalLM": "gpt",
 }
-WEIGHT_ALGOS = (None, "W8A16", "W4A16", "W4A16_AWQ", "W4A8_AWQ", "W8A8_SQ_PER_CHANNEL", "FP8")
-KV_ALGOS = (None, "INT8", "FP8")
-ACTIVATION_ALGOS = ("W8A8_SQ_PER_CHANNEL", "FP8", "W4A8_AWQ")  # quantize activations (static per-tensor scales)
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class CheckpointConfig:
     def exact(self) -> bool:
         """Whether the checkpoint quantizes activations or the KV cache: then its rounding is chaotic and the
         reference computes it exactly (runtime/reference/quant.py), so that a split equals the unsplit checkpoint."""
-        return self.quant_algo in ACTIVATION_ALGOS or self.kv_cache_quant_algo is not None
+        return self.quant_algo in ACTIVATION_QUANT_ALGOS or self.kv_cache_quant_algo is not None
 
     @property
     def padded_vocab(self) -> int:
@@ -116,17 +114,17 @@ def read_config(ckpt_dir: str | Path) -> CheckpointConfig:
         )
     quant = raw.get("quantization") or {}
     algo, kv = quant.get("quant_algo"), quant.get("kv_cache_quant_algo")
-    if algo not in WEIGHT_ALGOS:
+    if algo not in QUANT_ALGOS:
         raise CheckpointError(
             f"{path}: quantization.quant_algo {algo} is not implemented by the reference runtime "
-            f"(supported: {', '.join(str(a) for a in WEIGHT_ALGOS)})"
+            f"(supported: {', '.join(str(a) for a in QUANT_ALGOS)})"
         )
     if quant.get("has_zero_point"):
         raise CheckpointError(
             f"{path}: quantization.has_zero_point is true (asymmetric int4, e.g. GPTQ): not implemented by the "
             "reference runtime (trtq's AWQ exports are symmetric)"
         )
-    if kv not in KV_ALGOS:
+    if kv not in KV_QUANT_ALGOS:
         raise CheckpointError(f"{path}: quantization.kv_cache_quant_algo {kv} is not implemented (INT8, FP8 or null)")
     mapping = raw.get("mapping") or {}
     tp, pp = int(mapping.get("tp_size", 1)), int(mapping.get("pp_size", 1))

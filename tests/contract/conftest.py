@@ -23,7 +23,8 @@ def standin(monkeypatch):
 
 
 def _fake_gpu(monkeypatch, name: str, cc: str, mib: int) -> None:
-    from builder.stages import _gpu, build
+    from builder.stages import build
+    from runtime import gpu as _gpu
 
     gpus = [] if name is None else [_gpu.Gpu(name, cc, mib * 1024 * 1024)]
     monkeypatch.setattr(build, "local_gpus", lambda: gpus)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -271,7 +271,6 @@ def test_smollm2_int8_sq_and_fp8_end_to_end(tmp_path):
 
 def test_verify_stage_passes_then_a_failing_gate_fails_the_build(tmp_path, tiny, monkeypatch):
     from builder.errors import StageFailed
-    from builder.stages import verify as verify_mod
 
     root = tmp_path / "e"
     path = recipe(tmp_path, tiny, "int8_sq")
@@ -284,12 +283,11 @@ def test_verify_stage_passes_then_a_failing_gate_fails_the_build(tmp_path, tiny,
     assert m["verify"]["passed"] is True and m["verify"]["fake_quant"]["top1"] > 0.9
     assert "verify/report.json" in {f["path"] for f in m["files"]}
     # an impossible limit: the report is kept, the build exits 1, the manifest says failed-verification
-    strict = copy.deepcopy(verify_mod.THRESHOLDS)  # a shallow copy would change the real limits for later tests
-    for kind in strict.values():
-        for lim in kind.values():
-            if "top1" in lim:
-                lim["top1"] = 1.01
-    monkeypatch.setattr(verify_mod, "THRESHOLDS", strict)
+    from runtime import formats
+
+    row = formats.FORMATS["int8_sq"]  # the format table's row, with impossible top-1 limits
+    impossible = {**row.verify_fake_quant, "top1": 1.01}
+    monkeypatch.setitem(formats.FORMATS, "int8_sq", dataclasses.replace(row, verify_fake_quant=impossible))
     with pytest.raises(StageFailed, match=r"verify: the checkpoint failed verification: .*top1"):
         build_it(path, root, "verify.max_tokens=31")
     m = json.loads((root / "q" / "manifest.json").read_text())

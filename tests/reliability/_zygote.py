@@ -64,7 +64,8 @@ def _standin() -> None:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from contract.standin import install
 
-    from builder.stages import _gpu, build
+    from builder.stages import build
+    from runtime import gpu as _gpu
 
     mp = MonkeyPatch()
     install(mp)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from runtime.compat import Gpu, Machine, _cc, check, requirements
+from runtime.compat import Gpu, Machine, check, requirements
+from runtime.gpu import normalize_cc
 from runtime.manifest import read_manifest
 from tests._publish import make_artifact
 
@@ -22,7 +23,7 @@ def _engine(tmp_path, **kw):
     "raw, cc", [("9.0", "9.0"), ([8, 9], "8.9"), (90, "9.0"), ("sm_89", "8.9"), ("sm100", "10.0"), (None, None)]
 )
 def test_compute_capability_forms(raw, cc):
-    assert _cc(raw) == cc
+    assert normalize_cc(raw) == cc
 
 
 def test_engine_requirements_and_summary(tmp_path):
@@ -83,3 +84,23 @@ def test_kv_cache_fp8_raises_the_minimum(tmp_path):
     (d / "manifest.json").write_text(json.dumps(raw))
     req = requirements(read_manifest(d))
     assert req.min_compute_capability == "8.9" and req.reasons["min_compute_capability"] == "kv cache fp8"
+
+
+@pytest.mark.parametrize("kv", ["none", "fp8", "int8"])
+@pytest.mark.parametrize("fmt", ["fp16", "int8_sq", "int4_awq", "fp8"])
+def test_pull_and_build_agree_on_the_minimum_compute_capability(tmp_path, fmt, kv):
+    """One table (runtime/formats.py) for `trtq pull`'s check and the engine build's: they once disagreed on int8 KV."""
+    from runtime.formats import FORMATS, KV_CACHES, sm_problem
+
+    if kv not in FORMATS[fmt].kv_caches:
+        pytest.skip(f"{fmt} does not combine with kv {kv}")
+    d = make_artifact(tmp_path / "a", fmt=fmt)
+    raw = json.loads((d / "manifest.json").read_text())
+    raw["recipe"]["quantization"]["kv_cache"] = kv
+    (d / "manifest.json").write_text(json.dumps(raw))
+    need = requirements(read_manifest(d)).min_compute_capability
+    want = max(FORMATS[fmt].min_sm, KV_CACHES[kv].min_sm)
+    assert need == f"{want[0]}.{want[1]}"
+    below = (want[0], want[1] - 1) if want[1] else (want[0] - 1, 9)
+    assert sm_problem(fmt, kv, want, "gpu") is None and sm_problem(fmt, kv, below, "gpu") is not None
+    assert check(read_manifest(d), Machine((Gpu("g", f"{below[0]}.{below[1]}"),)))[0].level == "error"

@@ -164,3 +164,23 @@ def test_committed_json_schema_is_current():
 
     committed = json.loads((REPO / "recipes" / "recipe.schema.json").read_text())
     assert committed == recipe_schema(), "run: trtq schema > recipes/recipe.schema.json"
+
+
+def test_every_cross_field_rule_comes_from_the_format_table(tmp_path):
+    """The unified HF checkpoint holds an fp8 KV cache only (issue 13: int8 KV + hf was accepted), and the valid
+    alternatives in each message are the format table's."""
+    from runtime.formats import FORMATS, KV_CACHES
+
+    hf = GOOD.replace("format: fp16", "format: fp16\n  kv_cache: int8").replace("[checkpoint]", "[checkpoint, hf]")
+    [msg] = problems(write(tmp_path, hf))
+    assert "targets: the unified HF checkpoint cannot hold kv_cache int8" in msg and "with kv_cache none or fp8" in msg
+    load_recipe(write(tmp_path, hf.replace("kv_cache: int8", "kv_cache: fp8"), "ok.yaml"))
+    for fmt, spec in FORMATS.items():
+        for kv in KV_CACHES:
+            text = GOOD.replace("format: fp16", f"format: {fmt}\n  kv_cache: {kv}")
+            path = write(tmp_path, text, f"{fmt}-{kv}.yaml")
+            if kv in spec.kv_caches:
+                load_recipe(path)
+            else:
+                [msg] = problems(path)
+                assert f"quantization.kv_cache: {kv} cannot be combined with {fmt}" in msg
