@@ -54,6 +54,18 @@ class ModelShape:
         )
 
 
+def check_family(config: dict[str, Any]) -> None:
+    """Refuse, before any heavy work, a model whose family trtq does not know (runtime/families)."""
+    from runtime import families
+
+    if families.for_hf_config(config) is None:
+        archs = config.get("architectures") or ["(none: config.json has no architectures)"]
+        raise LayoutError(
+            f"model: architecture {archs[0]} is not supported by trtq's export and reference runtime; supported: "
+            + ", ".join(families.supported_hf_architectures())
+        )
+
+
 def tp_problems(shape: ModelShape, tp: int) -> list[str]:
     """Why ``tp`` cannot split this model (empty when it can)."""
     out = []

@@ -397,10 +397,12 @@ def _check_layout_once(recipe: Recipe, ws: Workspace, memo: dict[str, Any]) -> N
     if memo.get("layout_checked"):
         return
     from builder._model import read_config
-    from builder.layout import ModelShape, check_layout
+    from builder.layout import ModelShape, check_family, check_layout
     from builder.stages.resolve import model_dir
 
-    shape = ModelShape.from_config(read_config(model_dir(ws.stage_dir("resolve"))))
+    config = read_config(model_dir(ws.stage_dir("resolve")))
+    check_family(config)
+    shape = ModelShape.from_config(config)
     check_layout(shape, recipe.parallel.tp, recipe.parallel.pp)
     if recipe.quantization.format not in UNQUANTIZED:
         from builder.layout import check_quant_layout

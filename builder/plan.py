@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from builder.layout import ModelShape, tp_problems, valid_tp
+from runtime import families
+from runtime.families import Family
 from runtime.formats import FORMATS, KV_CACHES, sm_problem
 from runtime.gpu import cc_key
 
@@ -106,14 +108,11 @@ def _shape(config: dict[str, Any]) -> ModelShape:
     return ModelShape.from_config(cfg)
 
 
-def _kind(config: dict[str, Any]) -> str:
-    arch = str((config.get("architectures") or [config.get("architecture", "")])[0]).lower()
-    mtype = str(config.get("model_type", "")).lower()
-    if "gpt2" in arch or mtype == "gpt2" or config.get("decoder") == "gpt":
-        return "gpt2"
-    if "qwen" in arch or mtype.startswith("qwen"):
-        return "qwen"
-    return "llama"
+def _family(config: dict[str, Any]) -> Family:
+    """The family of an HF config, or of a TensorRT-LLM checkpoint config (its `architecture`); Llama's shape for
+    others (the layout check refuses unsupported families before anything is planned for real)."""
+    found = families.for_hf_config(config) or families.for_checkpoint(str(config.get("architecture", "")))
+    return found or families.BY_NAME["llama"]
 
 
 def _linear(fmt: str, out: int, inp: int, checkpoint: bool, group: int) -> tuple[float, int]:
@@ -127,7 +126,7 @@ def _linear(fmt: str, out: int, inp: int, checkpoint: bool, group: int) -> tuple
 def _rank_bytes(config: dict[str, Any], fmt: str, tp: int, pp: int, pp_rank: int, checkpoint: bool,
                 group: int) -> tuple[float, int]:  # fmt: skip
     s = _shape(config)
-    kind = _kind(config)
+    fam = _family(config)
     h, d = s.hidden_size, s.head_dim
     kv_local = max(1, s.num_kv_heads // tp) if s.num_kv_heads >= tp else 1
     q_local = s.num_heads // tp
@@ -143,23 +142,23 @@ def _rank_bytes(config: dict[str, Any], fmt: str, tp: int, pp: int, pp_rank: int
     for _ in range(layers):
         for out, inp in (((q_local + 2 * kv_local) * d, h), (h, q_local * d)):  # qkv, dense
             add(*_linear(fmt, out, inp, checkpoint, group))
-        mlp = [(inter_local, h), (h, inter_local)] if kind == "gpt2" else [(inter_local, h)] * 2 + [(h, inter_local)]
+        mlp = [(inter_local, h)] * (2 if fam.gated_mlp else 1) + [(h, inter_local)]
         for out, inp in mlp:  # (fc, proj) or (fc, gate, proj)
             add(*_linear(fmt, out, inp, checkpoint, group))
         add(2 * h * 2, 2)  # input_layernorm, post_layernorm weights
-        if kind == "gpt2":
+        if fam.all_biases:
             add(2 * h * 2 + ((q_local + 2 * kv_local) * d + h + inter_local + h) * 2, 6)  # norm + linear biases
-        elif kind == "qwen":
+        elif fam.qkv_bias:
             add((q_local + 2 * kv_local) * d * 2, 1)  # qkv bias
     vocab_local = math.ceil(s.vocab_size / tp)
     if pp_rank == 0:
         add(vocab_local * h * 2)  # vocab_embedding (rows split across tp)
-        if kind == "gpt2":
+        if fam.positions == "learned":
             positions = int(config.get("n_positions") or config.get("max_position_embeddings") or 0)
             add(math.ceil(positions / tp) * h * 2)  # learned positions, rows split like the vocabulary
     if pp_rank == pp - 1:
         add(vocab_local * h * 2)  # lm_head, 16-bit (excluded from quantization)
-        add(h * 2 * (2 if kind == "gpt2" else 1), 2 if kind == "gpt2" else 1)  # ln_f
+        add(h * 2 * (2 if fam.all_biases else 1), 2 if fam.all_biases else 1)  # ln_f
     return total, tensors
 
 

@@ -111,25 +111,9 @@ def _drop(rules, pattern: str, listy: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------ weight-only exclude patterns
-# HF linear names -> the TensorRT-LLM module they are fused into (tensorrt_llm/models/llama/convert.py and
-# gpt/convert.py name the same modules).
-_TRTLLM_LINEARS = {
-    "q_proj": "attention.qkv",
-    "k_proj": "attention.qkv",
-    "v_proj": "attention.qkv",
-    "o_proj": "attention.dense",
-    "gate_proj": "mlp.fc",
-    "up_proj": "mlp.gate",
-    "down_proj": "mlp.proj",
-    "attn.c_attn": "attention.qkv",
-    "attn.c_proj": "attention.dense",
-    "mlp.c_fc": "mlp.fc",
-    "mlp.c_proj": "mlp.proj",
-}
-
-
-def trtllm_exclude_modules(linear_names: list[str], exclude: tuple[str, ...]) -> list[str]:
-    """Map recipe exclude patterns (over HF module names) to TensorRT-LLM module names for a weight-only checkpoint.
+def trtllm_exclude_modules(linear_names: list[str], exclude: tuple[str, ...], family) -> list[str]:
+    """Map recipe exclude patterns (over HF module names) to TensorRT-LLM module names for a weight-only checkpoint,
+    through the family's linear map (runtime/families: which HF linears are fused into which TensorRT-LLM module).
 
     Raises ValueError when a pattern excludes part of a fused module (q_proj without k_proj and v_proj).
     """
@@ -148,9 +132,10 @@ def trtllm_exclude_modules(linear_names: list[str], exclude: tuple[str, ...]) ->
         if not m:
             continue
         layer, tail = m.groups()
-        target = next((t for suffix, t in _TRTLLM_LINEARS.items() if tail.endswith(suffix)), None)
-        if target is None:
+        module = family.trtllm_module(tail)
+        if module is None:
             continue
+        target = module[0]
         groups.setdefault(f"transformer.layers.{layer}.{target}", {})[name] = hit
     for trt_name, members in sorted(groups.items()):
         if all(members.values()):

@@ -43,8 +43,6 @@ from builder import _safetensors as st
 # The ModelOpt releases whose export these rules were checked against, bit for bit (tests/unit/test_reshard.py; CI
 # runs it under both: 0.37 is what NVIDIA's TensorRT-LLM 1.2.x container ships).
 VERIFIED_MODELOPT = ("0.37.", "0.47.")
-# TensorRT-LLM decoder families checked: LlamaForCausalLM (GQA), Qwen2ForCausalLM (qkv bias), GPT2LMHeadModel.
-VERIFIED_DECODERS = ("llama", "qwen", "gpt")
 
 COLUMN, ROW = "column", "row"
 _LINEARS = {  # per decoder layer, in ModelOpt's DecoderLayerConfig field order
@@ -142,8 +140,11 @@ def _check_source(config: dict[str, Any], src: Path) -> None:
         raise ValueError(f"{src}: mapping {mapping} is not ModelOpt's tp=1, pp=1 mapping")
     if config.get("rank") != 0:
         raise ValueError(f"{src}: config rank is {config.get('rank')}, not 0")
-    if config.get("decoder") not in VERIFIED_DECODERS:
-        raise ValueError(f"{src}: decoder {config.get('decoder')!r} is not one of {', '.join(VERIFIED_DECODERS)}")
+    from runtime import families
+
+    exact = sorted({f.modelopt_decoder for f in families.BY_NAME.values() if f.reshard_exact})
+    if config.get("decoder") not in exact:  # the families whose slicing was checked against ModelOpt, bit for bit
+        raise ValueError(f"{src}: decoder {config.get('decoder')!r} is not one of {', '.join(exact)}")
     for key in ("moe", "num_medusa_heads", "base_architecture"):
         if key in config:
             raise ValueError(f"{src}: config has {key!r}; resharding covers dense decoders only")

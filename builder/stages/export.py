@@ -116,14 +116,25 @@ def write_trtllm(model, recipe: Recipe, model_dir: Path, out: Path, tp: int, pp:
         _mark_weight_only(out, recipe, model)
 
 
+def _family(hf_config: dict[str, Any]):
+    from runtime import families
+
+    family = families.for_hf_config(hf_config)
+    if family is None:
+        raise StageFailed(f"architecture {hf_config.get('architectures')} is not supported")
+    return family
+
+
 def _fix_config(path: Path, hf_config: dict[str, Any]) -> None:
     """Correct what ModelOpt's TensorRT-LLM export gets wrong, so TensorRT-LLM computes what the model computes.
 
     - rotary_base: transformers 5 moved `rope_theta` into `rope_parameters`; ModelOpt's lookup misses it and writes
       nothing, and TensorRT-LLM then uses its default 10000 (SmolLM2 needs 100000, Qwen2 1e6).
-    - GPT-2 has learned absolute positions (the export writes transformer.position_embedding.weight) but the
-      config says rope_gpt_neox, which TensorRT-LLM would apply instead of the table.
+    - the family's own corrections (runtime/families: `trtllm_config`), e.g. GPT-2's learned absolute positions,
+      which the export marks rope_gpt_neox (TensorRT-LLM would apply RoPE instead of the table).
     """
+    from runtime import families
+
     config = json.loads(path.read_text())
     changed = False
     rope = hf_config.get("rope_parameters") or {}
@@ -135,12 +146,11 @@ def _fix_config(path: Path, hf_config: dict[str, Any]) -> None:
     ):
         config["rotary_base"] = float(theta)
         changed = True
-    if (
-        config.get("architecture") in ("GPT2LMHeadModel", "GPTForCausalLM")
-        and config.get("position_embedding_type") != "learned_absolute"
-    ):
-        config["position_embedding_type"] = "learned_absolute"
-        changed = True
+    family = families.for_hf_config(hf_config)
+    for key, value in (family.trtllm_config if family else {}).items():
+        if config.get(key) != value:
+            config[key] = value
+            changed = True
     if changed:
         path.write_text(json.dumps(config, indent=4) + "\n")
 
@@ -152,7 +162,7 @@ def _mark_weight_only(out: Path, recipe: Recipe, model) -> None:
 
     linears = [n for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D") or n.endswith("lm_head")]
     try:
-        exclude = trtllm_exclude_modules(linears, recipe.quantization.exclude)
+        exclude = trtllm_exclude_modules(linears, recipe.quantization.exclude, _family(model.config.to_dict()))
     except ValueError as e:
         raise UsageError(str(e)) from None
     path = out / "config.json"

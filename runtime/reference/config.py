@@ -7,18 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime import families
 from runtime.errors import CheckpointError
 from runtime.formats import ACTIVATION_QUANT_ALGOS, KV_QUANT_ALGOS, QUANT_ALGOS
-
-# TensorRT-LLM architecture strings (tensorrt_llm/models/__init__.py MODEL_MAP) -> the decoder family implemented here.
-FAMILIES = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "llama",
-    "Qwen2ForCausalLM": "llama",  # Qwen2 = Llama + qkv bias (tensorrt_llm/models/qwen/model.py)
-    "QWenForCausalLM": "llama",
-    "GPT2LMHeadModel": "gpt",
-    "GPTForCausalLM": "gpt",
-}
 
 
 @dataclass(frozen=True)
@@ -48,7 +39,7 @@ class Mapping:
 class CheckpointConfig:
     path: Path
     architecture: str
-    family: str
+    family: str  # runtime/families: the name of the family the architecture belongs to
     dtype: str
     vocab_size: int
     hidden_size: int
@@ -107,10 +98,11 @@ def read_config(ckpt_dir: str | Path) -> CheckpointConfig:
         return raw[key]
 
     arch = str(need("architecture"))
-    if arch not in FAMILIES:
+    family = families.for_checkpoint(arch)
+    if family is None:
+        supported = sorted(a for f in families.BY_NAME.values() for a in f.trtllm_architectures)
         raise CheckpointError(
-            f"{path}: architecture {arch} is not implemented by the reference runtime "
-            f"(supported: {', '.join(sorted(FAMILIES))})"
+            f"{path}: architecture {arch} is not implemented by the reference runtime (supported: {', '.join(supported)})"
         )
     quant = raw.get("quantization") or {}
     algo, kv = quant.get("quant_algo"), quant.get("kv_cache_quant_algo")
@@ -138,7 +130,7 @@ def read_config(ckpt_dir: str | Path) -> CheckpointConfig:
     return CheckpointConfig(
         path=Path(ckpt_dir),
         architecture=arch,
-        family=FAMILIES[arch],
+        family=family.name,
         dtype=str(raw.get("dtype", "float16")),
         vocab_size=int(need("vocab_size")),
         hidden_size=hidden,
@@ -149,7 +141,7 @@ def read_config(ckpt_dir: str | Path) -> CheckpointConfig:
         intermediate_size=int(raw.get("intermediate_size") or 4 * hidden),
         hidden_act=str(raw.get("hidden_act", "gelu")),
         norm_eps=float(raw.get("norm_epsilon", 1e-5)),
-        rmsnorm=bool(raw.get("rmsnorm", FAMILIES[arch] == "llama")),
+        rmsnorm=bool(raw.get("rmsnorm", family.norm == "rms")),
         position_embedding_type=str(raw.get("position_embedding_type") or "learned_absolute"),
         # tensorrt_llm/models/modeling_utils.py PretrainedConfig: rotary_base defaults to 10000.0
         rotary_base=float(raw.get("rotary_base", 10000.0)),

@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from runtime import families
 from runtime.errors import CheckpointError
 from runtime.reference.config import CheckpointConfig
 from runtime.reference.parallel import Parallel
@@ -172,7 +173,8 @@ class Decoder:
         tp = par.tp_size
         h = cfg.hidden_size
         n_local = cfg.num_layers // par.pp_size
-        self.layers = [Layer(cfg, par, tensors, i, shard, weight_only_tp) for i in range(n_local)]
+        make_layer = families.BY_NAME[cfg.family].reference_layer or Layer
+        self.layers = [make_layer(cfg, par, tensors, i, shard, weight_only_tp) for i in range(n_local)]
         if f"transformer.layers.{n_local}.input_layernorm.weight" in tensors:
             raise CheckpointError(
                 f"{shard}: holds more than {n_local} layers: its config.json mapping (pp_size={par.pp_size}) does not "

@@ -92,7 +92,7 @@ class ReferenceRunner:
         par, b = self.par, len(prompts)
         longest = max(len(p) for p in prompts)
         total = longest + max(0, s.max_new_tokens)
-        if self.cfg.family == "gpt" and total > self.cfg.max_position_embeddings:
+        if self.cfg.position_embedding_type == "learned_absolute" and total > self.cfg.max_position_embeddings:
             raise CheckpointError(
                 f"prompt ({longest} tokens) + max_new_tokens ({s.max_new_tokens}) exceeds the model's "
                 f"{self.cfg.max_position_embeddings} positions"

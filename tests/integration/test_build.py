@@ -188,6 +188,21 @@ def test_layout_error_names_valid_tp_before_any_export(tmp_path, tiny_llama):
     )
 
 
+def test_an_unsupported_architecture_is_refused_before_calibration(tmp_path, tiny_llama):
+    import shutil
+
+    model = tmp_path / "bloom"
+    shutil.copytree(tiny_llama, model)
+    config = json.loads((model / "config.json").read_text())
+    config["architectures"] = ["BloomForCausalLM"]
+    (model / "config.json").write_text(json.dumps(config))
+    r = run_trtq("build", recipe_file(tmp_path, model, format="fp8"), "--root", tmp_path / "engines")
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: model: architecture BloomForCausalLM is not supported") and "LlamaForCausalLM" in line
+    assert not (tmp_path / "engines" / "tiny" / "quantize").exists()
+
+
 def test_pickled_weights_and_remote_code_are_refused(tmp_path, tiny_llama):
     import shutil
 

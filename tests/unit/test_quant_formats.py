@@ -10,6 +10,7 @@ import pytest
 from builder.errors import RecipeError
 from builder.load import load_recipe
 from builder.quant_formats import FORMATS, build_config, needs_calibration, trtllm_exclude_modules
+from runtime.families import BY_NAME
 
 # Shapes of the real constants: ModelOpt 0.47 (list) and 0.37 (dict), abridged.
 LIST = SimpleNamespace(
@@ -137,8 +138,8 @@ LINEARS = [
 
 
 def test_weight_only_excludes_translate_to_trtllm_names():
-    assert trtllm_exclude_modules(LINEARS, ("lm_head",)) == ["lm_head"]
-    assert trtllm_exclude_modules(LINEARS, ("lm_head", "model.layers.1.mlp.*")) == [
+    assert trtllm_exclude_modules(LINEARS, ("lm_head",), BY_NAME["llama"]) == ["lm_head"]
+    assert trtllm_exclude_modules(LINEARS, ("lm_head", "model.layers.1.mlp.*"), BY_NAME["llama"]) == [
         "lm_head",
         "transformer.layers.1.mlp.fc",
         "transformer.layers.1.mlp.gate",
@@ -148,7 +149,7 @@ def test_weight_only_excludes_translate_to_trtllm_names():
         ValueError,
         match=r"model.layers.0.self_attn.q_proj is fused with .*k_proj.* into transformer.layers.0.attention.qkv",
     ):
-        trtllm_exclude_modules(LINEARS, ("model.layers.0.self_attn.q_proj",))
+        trtllm_exclude_modules(LINEARS, ("model.layers.0.self_attn.q_proj",), BY_NAME["llama"])
 
 
 @pytest.mark.parametrize(
