@@ -199,7 +199,9 @@ def test_an_unsupported_architecture_is_refused_before_calibration(tmp_path, tin
     r = run_trtq("build", recipe_file(tmp_path, model, format="fp8"), "--root", tmp_path / "engines")
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: model: architecture BloomForCausalLM is not supported") and "LlamaForCausalLM" in line
+    assert (
+        line.startswith("error: model: architecture BloomForCausalLM is not supported") and "LlamaForCausalLM" in line
+    )
     assert not (tmp_path / "engines" / "tiny" / "quantize").exists()
 
 
