@@ -1,21 +1,23 @@
-"""The errors trtq raises on purpose. Only the CLI turns them into messages and exit codes.
+"""The build's own errors, subclasses of the one base in runtime.errors (TrtqError; UsageError exits 2).
 
-Anything that is not a TrtqError is a bug and keeps its traceback.
+Only the CLI turns them into messages and exit codes. Anything that is not a TrtqError is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+from runtime.errors import TrtqError, UsageError
 
-class TrtqError(Exception):
-    """Base class. ``exit_code`` is what the CLI exits with: 2 for bad input, 1 for a failed build."""
-
-    exit_code = 1
-
-
-class UsageError(TrtqError):
-    """The user asked for something that cannot work as asked (bad recipe, bad layout, bad flag)."""
-
-    exit_code = 2
+__all__ = [
+    "TrtqError",
+    "UsageError",
+    "RecipeError",
+    "LayoutError",
+    "ModelSourceError",
+    "DiskSpaceError",
+    "MissingDependency",
+    "StageFailed",
+    "LockedError",
+]
 
 
 class RecipeError(UsageError):
@@ -47,10 +49,8 @@ class DiskSpaceError(UsageError):
     """The filesystem a build writes to lacks the space its stages need (refused before they run)."""
 
 
-class MissingDependency(TrtqError):
+class MissingDependency(UsageError):
     """An optional dependency is not installed; the message names the extra or container that provides it."""
-
-    exit_code = 2
 
 
 class StageFailed(TrtqError):

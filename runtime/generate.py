@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import RuntimeTrtqError
+from runtime.errors import UsageError
 from runtime.runners.base import Runner, Sampling
 
 
@@ -41,10 +41,10 @@ def load_tokenizer(model_dir: str | Path):
     try:
         from transformers import AutoTokenizer
     except ImportError as e:
-        raise RuntimeTrtqError("reading the tokenizer needs 'transformers': pip install 'trtq[quantize]'") from e
+        raise UsageError("reading the tokenizer needs 'transformers': pip install 'trtq[quantize]'") from e
     d = Path(model_dir)
     if not any((d / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")):
-        raise RuntimeTrtqError(f"{d}: no tokenizer files (tokenizer.json...): was it exported by trtq?")
+        raise UsageError(f"{d}: no tokenizer files (tokenizer.json...): was it exported by trtq?")
     return AutoTokenizer.from_pretrained(str(d))
 
 
@@ -53,14 +53,14 @@ def encode(tokenizer, prompts: Sequence[str], chat: bool, system: str | None = N
     for p in prompts:
         if chat:
             if not getattr(tokenizer, "chat_template", None):
-                raise RuntimeTrtqError("--chat: this model's tokenizer has no chat template")
+                raise UsageError("--chat: this model's tokenizer has no chat template")
             msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
             text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             ids = tokenizer(p)["input_ids"]
         if not ids:
-            raise RuntimeTrtqError(f"prompt {p!r} encodes to no tokens")
+            raise UsageError(f"prompt {p!r} encodes to no tokens")
         out.append(list(ids))
     return out
 

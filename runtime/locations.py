@@ -10,12 +10,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.errors import UsageError
+
 SCHEMES = ("hf", "s3", "oci", "file")
 # Registries on the local machine speak plain HTTP (as docker and oras do for localhost); everything else is HTTPS.
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
-class LocationError(ValueError):
+class LocationError(UsageError, ValueError):
     """A URL that does not name a place trtq can publish to or pull from. The message says how to write it."""
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runtime.errors import UsageError
+
 SCHEMA_VERSION = 1
 FILENAME = "manifest.json"
 
@@ -87,7 +89,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-class ManifestError(Exception):
+class ManifestError(UsageError):
     """The artifact has no readable manifest."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runtime import compat
+from runtime.errors import TrtqError
 from runtime.locations import LocationError, parse_location
 from runtime.manifest import FILENAME, SCHEMA_VERSION, Manifest, sha256_file
 from runtime.stores import MissingClient, StoreError, open_store
@@ -37,10 +38,8 @@ STATE = ".trtq-pull.json"  # in the staging directory: which remote manifest the
 _CHUNK = 1 << 20
 
 
-class PullError(Exception):
+class PullError(TrtqError):
     """A pull failed. ``exit_code`` is what the CLI exits with (1 failure, 2 bad input)."""
-
-    exit_code = 1
 
 
 class PullRefused(PullError):

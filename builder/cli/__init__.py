@@ -64,8 +64,7 @@ def cli() -> None:
 
 def main() -> None:
     """Console entry point: TrtqError -> one message and its exit code; anything else keeps its traceback."""
-    from builder.errors import TrtqError
-    from runtime.errors import RuntimeTrtqError
+    from runtime.errors import TrtqError
 
     try:
         cli.main(standalone_mode=False)
@@ -75,7 +74,7 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
-    except (TrtqError, RuntimeTrtqError) as e:
+    except TrtqError as e:
         for line in str(e).splitlines() or [type(e).__name__]:
             click.echo(f"error: {line}" if not _located(line) else line, err=True)
         sys.exit(e.exit_code)

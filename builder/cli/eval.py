@@ -121,12 +121,9 @@ def eval_(artifact, dataset, text_field, ds_config, split, tokens, window, sourc
 def _recipe_gate(artifact: Path) -> tuple[dict | None, list, Path]:
     """The perplexity spec, prompts and data directory of the recipe the artifact was built from."""
     from builder.errors import UsageError
-    from runtime.manifest import ManifestError, read_manifest
+    from runtime.manifest import read_manifest
 
-    try:
-        m = read_manifest(artifact)
-    except ManifestError as e:
-        raise UsageError(str(e)) from None
+    m = read_manifest(artifact)  # a ManifestError is a UsageError (exit 2)
     v = (m.recipe or {}).get("verify") or {}
     if not v.get("perplexity") and not v.get("prompts"):
         raise UsageError(f"--gate: {artifact}'s recipe has no verify.perplexity or verify.prompts")

@@ -33,20 +33,14 @@ def pull(url, dest, root, force, ignore_compat, as_json, verbose) -> None:
       trtq pull s3://models/trtq/smollm2-135m-fp8 /srv/models/smollm2 --json
       trtq pull oci://ghcr.io/me/smollm2:fp8 --ignore-compat
     """
-    from builder.errors import TrtqError
-    from runtime.pull import PullError
     from runtime.pull import pull as do_pull
 
     setup_logging(verbose, quiet=as_json)
     bar = _Bar() if not as_json and sys.stderr.isatty() else None
-    try:
+    try:  # PullError is a TrtqError: the CLI prints it as one line with its exit code
         result = do_pull(
             url, dest, root=root, force=force, ignore_compat=ignore_compat, progress=bar.update if bar else None
         )
-    except PullError as e:
-        err = TrtqError(str(e))
-        err.exit_code = e.exit_code
-        raise err from None
     finally:
         if bar is not None:
             bar.close()

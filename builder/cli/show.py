@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from builder.cli._common import root_option
-from builder.errors import UsageError
 from runtime.manifest import human_bytes
 
 
@@ -23,12 +22,9 @@ def show(artifact: Path, as_json: bool) -> None:
       trtq show engines/smollm2-135m-bf16
     """
     from runtime.compat import requirements
-    from runtime.manifest import ManifestError, read_manifest
+    from runtime.manifest import read_manifest
 
-    try:
-        m = read_manifest(artifact)
-    except ManifestError as e:
-        raise UsageError(str(e)) from None
+    m = read_manifest(artifact)  # a ManifestError is a UsageError (exit 2)
     if as_json:
         click.echo(json.dumps(m.model_dump(mode="json"), indent=2, sort_keys=True))
         return

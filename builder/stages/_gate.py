@@ -59,13 +59,13 @@ def run_gate(
 def _gate(args: dict[str, Any]) -> dict[str, Any] | None:
     from builder.errors import StageFailed, UsageError
     from builder.evaluate import gate
-    from runtime.errors import RuntimeTrtqError
+    from runtime.errors import TrtqError
 
     try:
         return gate(Path(args["artifact_dir"]), Path(args["source"]), args["spec"], Path(args["base_dir"]))
     except UsageError as e:
         raise UsageError(f"verify.perplexity: {e}") from None
-    except (RuntimeTrtqError, ValueError) as e:
+    except (TrtqError, ValueError) as e:
         raise StageFailed(f"verify: the accuracy gate could not run: {e}") from None
 
 

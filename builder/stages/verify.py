@@ -292,7 +292,7 @@ def _unsplit_checkpoint(recipe, model_dir: Path, quantize_dir: Path | None, scra
 def _verify_rank(args: dict[str, Any]) -> dict[str, Any]:
     """One rank's part of the verify stage (every rank of a split checkpoint runs it; rank 0 returns the report)."""
     from builder.errors import StageFailed
-    from runtime.errors import RuntimeTrtqError
+    from runtime.errors import TrtqError
 
     def fake_quant():
         if not args.get("quantize_dir"):
@@ -318,7 +318,7 @@ def _verify_rank(args: dict[str, Any]) -> dict[str, Any]:
             baseline_checkpoint=args.get("baseline"),
             max_tokens=args["max_tokens"],
         )
-    except (RuntimeTrtqError, ValueError) as e:
+    except (TrtqError, ValueError) as e:
         raise StageFailed(f"verify: {e}") from None
     return report if report.get("leader") is not False else None
 

@@ -7,20 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from runtime.errors import TrtqError
 from runtime.manifest import Manifest, ManifestError, read_manifest
 from runtime.runners.base import TokenOutput
 
 CONTAINER = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
 
-try:  # the runtime's own error base, when the runtime room has added it
-    from runtime.errors import RuntimeTrtqError as _Base  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on merge order
 
-    class _Base(Exception):  # type: ignore[no-redef]
-        exit_code = 1
-
-
-class RunnerError(_Base):
+class RunnerError(TrtqError):
     """A TensorRT-LLM runner cannot start or run; the message is one line saying why and what to do."""
 
     exit_code = 1

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from runtime.errors import TrtqError
 from runtime.locations import Location
 
 MANIFEST = "manifest.json"
@@ -19,12 +20,14 @@ CHUNK = 1 << 20
 Progress = Callable[[int], None]
 
 
-class StoreError(Exception):
+class StoreError(TrtqError):
     """The store could not be read (not found, refused, connection lost). The message names the URL and the fix."""
 
 
 class MissingClient(StoreError):
     """The client library for a scheme is not installed (boto3, oras). The message names the extra to install."""
+
+    exit_code = 2
 
 
 class Store(Protocol):
