@@ -9,7 +9,7 @@ from typing import Any
 
 from builder import __version__
 from builder._deps import version
-from builder.recipe import Recipe
+from builder.recipe.schema import Recipe
 from builder.workspace import Workspace, write_json_atomic
 from runtime.manifest import FILENAME, Manifest
 
@@ -34,17 +34,17 @@ def write_manifest(
     files: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     for step in plan.steps:
-        stamp = ws.stamp(step.stage.name)
+        stamp = ws.stamp(step.stage.NAME)
         if stamp is None or stamp.get("fingerprint") != step.fingerprint:
             continue  # did not complete in this build
-        stages[step.stage.name] = {
+        stages[step.stage.NAME] = {
             "fingerprint": stamp["fingerprint"],
             "seconds": stamp.get("seconds"),
             "reused": step.action == "reuse",
         }
-        results[step.stage.name] = stamp.get("result") or {}
+        results[step.stage.NAME] = stamp.get("result") or {}
         for row in stamp.get("files", []):
-            files.append({**row, "path": f"{step.stage.name}/{row['path']}"})
+            files.append({**row, "path": f"{step.stage.NAME}/{row['path']}"})
     ckpt = results.get("checkpoint", {})
     quant = dict(ckpt.get("quantization") or {})
     quant["format"] = recipe.quantization.format

@@ -1,6 +1,6 @@
 """ModelOpt-quantized TensorRT-LLM checkpoints of tiny models, for every format trtq produces (seconds each).
 
-Mirrors what builder/stages/quantize.py + export do, without the pipeline: quantize the tiny HF model with the
+Mirrors what builder/stages/quantize.py + builder/checkpoint/export.py do, without the pipeline: quantize the tiny HF model with the
 format's ModelOpt config and a tiny calibration set, then `export_tensorrt_llm_checkpoint`. Weight-only formats
 (int8_wo, int4_wo) follow TensorRT-LLM's own quantize.py: unquantized weights, quant_algo W8A16/W4A16 in config.json.
 """

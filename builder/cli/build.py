@@ -38,7 +38,7 @@ def build(recipe_file, overrides, root, until, force, dry_run, wait, publish, as
     """
     from builder import pipeline
     from builder.launcher_env import single_process
-    from builder.load import load_recipe
+    from builder.recipe.load import load_recipe
     from builder.workspace import Workspace
 
     setup_logging(verbose)
@@ -52,7 +52,7 @@ def build(recipe_file, overrides, root, until, force, dry_run, wait, publish, as
     if dry_run:
         ws = Workspace(root, recipe.name)
         the_plan = pipeline.plan(recipe, recipe_dir, ws, force=force, until=until)
-        rows = [{"stage": s.stage.name, "action": s.action, "reason": s.reason} for s in the_plan.steps]
+        rows = [{"stage": s.stage.NAME, "action": s.action, "reason": s.reason} for s in the_plan.steps]
         if as_json:
             click.echo(json.dumps({"artifact": str(ws.dir), "dry_run": True, "stages": rows}, indent=2))
         else:
@@ -80,7 +80,7 @@ def build(recipe_file, overrides, root, until, force, dry_run, wait, publish, as
                     "artifact": str(artifact),
                     "status": outcome.status,
                     "ran": outcome.ran,
-                    "reused": [s.stage.name for s in outcome.plan.steps if s.action == "reuse"],
+                    "reused": [s.stage.NAME for s in outcome.plan.steps if s.action == "reuse"],
                     "seconds": round(seconds, 3),
                     "published": published,
                 },

@@ -67,7 +67,7 @@ def eval_(artifact, dataset, text_field, ds_config, split, tokens, window, sourc
     """
     from builder.cli.verify import _resolved_source
     from builder.errors import StageFailed, UsageError
-    from builder.evaluate import gate
+    from builder.verify.evaluate import gate
     from runtime.mpi import world_from_env
 
     world = world_from_env()
@@ -87,7 +87,7 @@ def eval_(artifact, dataset, text_field, ds_config, split, tokens, window, sourc
         if not isinstance(prompts, list) or not all(isinstance(p, dict) and "prompt" in p for p in prompts):
             raise UsageError(f"--prompts {prompts_file}: expected a JSON list of objects with a 'prompt' key")
     ppl = {"dataset": dataset, "text_field": text_field, "config": ds_config, "split": split, "tokens": tokens,
-           "window": window, "max_increase": max_increase}  # fmt: skip
+           "window": window, "max_increase": max_increase, "section": "flags"}  # fmt: skip
     base_dir = Path.cwd()
     if use_gate:
         ppl, prompts, base_dir = _recipe_gate(artifact)

@@ -36,10 +36,10 @@ def plan(recipe_file: Path, gpu: str | None, config: Path | None, overrides, as_
       trtq plan recipes/llama-3.1-70b-instruct/int4_awq-tp2.yaml
       TRTQ_HUB_CONFIGS=tests/fixtures/hub_configs trtq plan recipes/qwen2.5-7b-instruct/fp8-tp1.yaml --gpu L4
     """
-    from builder._plan_config import model_config
     from builder.errors import StageFailed, UsageError
-    from builder.load import load_recipe
-    from builder.plan import GPUS, gpu_spec, plan_report
+    from builder.planning.model_config import model_config
+    from builder.planning.plan import GPUS, gpu_spec, plan_report
+    from builder.recipe.load import load_recipe
 
     recipe, recipe_dir = load_recipe(recipe_file, overrides)
     cfg, source = model_config(recipe, recipe_dir, config)

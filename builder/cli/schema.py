@@ -8,7 +8,7 @@ import click
 
 
 def recipe_schema() -> dict:
-    from builder.recipe import Recipe
+    from builder.recipe.schema import Recipe
 
     schema = Recipe.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -23,7 +23,7 @@ def validate(recipes: tuple[Path, ...], overrides: tuple[str, ...], as_json: boo
       trtq validate recipes/smollm2-135m/*.yaml
       trtq validate recipes/smollm2-135m/bf16.yaml --set parallel.tp=3
     """
-    from builder.load import load_recipe
+    from builder.recipe.load import load_recipe
 
     problems: list[str] = []
     results = []

@@ -51,7 +51,7 @@ def verify(artifact, source, baseline, texts, max_tokens, fake_quant, as_json, v
       mpirun -n 2 trtq verify engines/smollm2-135m-tp2 --baseline engines/smollm2-135m-tp1/checkpoint
     """
     from builder.errors import StageFailed, UsageError
-    from builder.stages.verify import verify_checkpoint
+    from builder.verify.checkpoint import verify_checkpoint
     from runtime.mpi import world_from_env
     from runtime.select import checkpoint_dir
 
@@ -105,7 +105,7 @@ def _resolved_source(artifact: Path) -> Path | None:
     src = artifact / "resolve" / "source.json"
     if not src.is_file():
         return None
-    from builder.stages.resolve import model_dir
+    from builder.model.source import model_dir
 
     d = model_dir(artifact / "resolve")
     return d if (d / "config.json").is_file() else None
@@ -122,9 +122,9 @@ def _fake_quant_model(artifact: Path, source: Path):
     if not qdir.is_dir():
         return None
     try:
-        from builder._model import export_dtype, read_config
-        from builder.recipe import Recipe
-        from builder.stages.quantize import restore_quantized
+        from builder.model.load import export_dtype, read_config
+        from builder.quant.state import restore_quantized
+        from builder.recipe.schema import Recipe
 
         recipe = Recipe.model_validate(read_manifest(artifact).recipe)
         return restore_quantized(recipe, source, qdir, export_dtype(recipe.model.dtype, read_config(source)))

@@ -1,4 +1,4 @@
-"""Stage `build`: TensorRT-LLM engines, one per rank, for the pinned TensorRT-LLM release (1.2.1).
+"""Stage `engine` (step `build`): TensorRT-LLM engines, one per rank, for the pinned TensorRT-LLM release (1.2.1).
 
 It does what `trtllm-build` does (tensorrt_llm/commands/build.py: PluginConfig + BuildConfig from the flags, then
 `parallel_build`), from the recipe's `engine` section, and records the equivalent `trtllm-build` command line so a user
@@ -20,7 +20,8 @@ from typing import Any
 
 from builder._deps import version
 from builder.errors import StageFailed, UsageError
-from builder.recipe import EngineSpec, Recipe
+from builder.model.load import TOKENIZER_FILES
+from builder.recipe.schema import EngineSpec, Recipe
 from runtime.formats import sm_problem
 from runtime.gpu import Gpu, local_gpus
 
@@ -29,14 +30,24 @@ log = logging.getLogger("trtq.engine")
 CONTAINER = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
 # The TensorRT engine backend (trtllm-build, tensorrt_llm.builder, ModelRunner*) is removed from 1.3.0rc21 on.
 LAST_WITH_TRT_BACKEND = (1, 3, 0, "rc", 20)
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "generation_config.json",
-    "chat_template.jinja",
-)
+NAME = "engine"
+VERB = "build"
+AFTER = ("checkpoint",)
+LIBRARIES = ("tensorrt-llm", "tensorrt")
+DELIVERABLE = True
+
+
+def wanted(recipe: Recipe) -> bool:
+    return "engine" in recipe.targets
+
+
+def reads(recipe: Recipe, ctx) -> dict[str, Any]:
+    return {"engine": recipe.engine.model_dump(mode="json"), **fingerprint_facts()}
+
+
+def run(ctx) -> dict[str, Any]:
+    recipe_file = str(ctx.recipe_path) if ctx.recipe_path else None
+    return build_engines(ctx.recipe, ctx.upstream("checkpoint"), ctx.out, recipe_file=recipe_file)
 
 
 # ---------------------------------------------------------------------------------------------- fingerprint
@@ -149,7 +160,7 @@ def preflight(recipe: Recipe, checkpoint: Path, gpus: list[Gpu] | None = None) -
     problem = sm_problem(recipe.quantization.format, recipe.quantization.kv_cache, gpu.sm, gpu.name)
     if problem:
         raise UsageError(problem)
-    from builder.plan import alternatives, estimate, fit
+    from builder.planning.plan import alternatives, estimate, fit
 
     config = json.loads((checkpoint / "config.json").read_text())
     est = estimate(config, recipe.quantization.format, recipe.quantization.kv_cache, recipe.parallel.tp,
@@ -248,7 +259,7 @@ def build_engines(recipe: Recipe, checkpoint: Path, out: Path, recipe_file: str 
     missing = [f"rank{r}.engine" for r in range(world) if not (out / f"rank{r}.engine").is_file()]
     if missing or not (out / "config.json").is_file():
         raise StageFailed(f"engine: the build finished without {', '.join(missing) or 'config.json'} in {out}")
-    for name in TOKENIZER_FILES:  # runners find the tokenizer next to the engines
+    for name in TOKENIZER_FILES:  # runners find the tokenizer next to the engines (the one list: builder/model/load.py)
         if (checkpoint / name).is_file():
             shutil.copyfile(checkpoint / name, out / name)
     import tensorrt_llm

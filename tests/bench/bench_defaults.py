@@ -5,8 +5,8 @@
 For each format, on SmolLM2-135M-Instruct (bf16 baseline, fake-quant in float32 on the CPU):
 - "modelopt": ModelOpt's own *_CFG constant as shipped (SmoothQuant alpha 1.0, AWQ awq_lite, ...), with only the
   AWQ group size set to one that fits the model (576 is not divisible by 128);
-- "trtq": what `trtq build` does by default: builder.quant_formats.build_config with the recipe defaults (SmoothQuant
-  alpha 0.8), then trtq's steps after ModelOpt's calibration (builder.stages.quantize.calibrate: one smoothing scale
+- "trtq": what `trtq build` does by default: builder.quant.config.build_config with the recipe defaults (SmoothQuant
+  alpha 0.8), then trtq's steps after ModelOpt's calibration (builder.quant.calibrate.calibrate: one smoothing scale
   per fused group; for int4_awq one AWQ scale per fused group and activation-weighted INT4 clipping). Where trtq's
   default is ModelOpt's own (fp8, w4a8_awq) the row is measured once and printed for both.
 Both calibrate on the same token windows (trtq's builtin data); perplexity on held-out prose (Debian licenses).
@@ -40,11 +40,11 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from builder.calib import builtin_documents, token_windows
-    from builder.load import load_recipe
-    from builder.quant_formats import FORMATS, build_config
-    from builder.stages.quantize import calibrate, trtq_steps
-    from builder.stages.resolve import gguf_path, resolve
+    from builder.model.source import gguf_path, resolve
+    from builder.quant.calibrate import calibrate, trtq_steps
+    from builder.quant.config import FORMATS, build_config
+    from builder.quant.data import builtin_documents, token_windows
+    from builder.recipe.load import load_recipe
 
     recipe, recipe_dir = load_recipe(REPO / "recipes/smollm2-135m/bf16.yaml")
     tmp = Path("/tmp/trtq-bench-defaults")

@@ -113,7 +113,7 @@ def main() -> None:
         trtq("build", base, "--root", root, "--set", "name=bench", "--until", "resolve"), env=env, check=True
     )
     sys.path.insert(0, str(REPO))
-    from builder.stages.resolve import model_dir as resolved
+    from builder.model.source import model_dir as resolved
 
     model_dir = resolved(root / "bench" / "resolve")  # the shared GGUF conversion cache
 
@@ -121,7 +121,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     sys.path.insert(0, str(REPO))
-    from builder.calib import builtin_documents, token_windows
+    from builder.quant.data import builtin_documents, token_windows
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tokens = work / "tokens.pt"
@@ -164,8 +164,8 @@ def main() -> None:
     for fmt, tp_s, full in reexport:
         print(f"{fmt:<10}{tp_s:>12.1f}{full:>8.1f}{tp_s / full:>7.0%}")
 
-    from builder.load import load_recipe
-    from builder.stages.quantize import restore_quantized
+    from builder.quant.state import restore_quantized
+    from builder.recipe.load import load_recipe
 
     print(f"\n## perplexity on held-out prose ({', '.join(EVAL_PROSE)}; {args.eval_tokens} tokens)")
     ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()

@@ -39,7 +39,7 @@ def smollm2_dirs(work: Path) -> tuple[Path, Path]:
     gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     hf, ckpt = work / "hf", work / "checkpoint"
     if not (hf / "config.json").is_file():
-        from builder.stages.resolve import _from_gguf
+        from builder.model.source import _from_gguf
 
         _from_gguf(gguf, hf)
     if not (ckpt / "config.json").is_file():

@@ -43,7 +43,7 @@ def write_recipe(path: Path, model: Path, **extra) -> Path:
 
 def test_pipeline_builds_engines_and_every_rank_runs(standin, tiny, tmp_path):
     from builder import pipeline
-    from builder.load import load_recipe
+    from builder.recipe.load import load_recipe
     from runtime.manifest import read_manifest
     from runtime.runners.base import Sampling
     from runtime.runners.engine import EngineRunner

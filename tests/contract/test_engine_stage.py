@@ -10,7 +10,7 @@ from contract.fakes import fake_checkpoint
 from contract.standin import load_record
 
 from builder.errors import StageFailed, UsageError
-from builder.recipe import Recipe
+from builder.recipe.schema import Recipe
 
 
 def recipe(**over) -> Recipe:

@@ -7,7 +7,7 @@ from contract.fakes import fake_checkpoint, write_manifest
 
 pytest.importorskip("torch", reason="the TensorRT-LLM runners hand token ids over as torch tensors")
 
-from builder.recipe import Recipe  # noqa: E402
+from builder.recipe.schema import Recipe  # noqa: E402
 from runtime.runners._trtllm import RunnerError, WorldSizeError  # noqa: E402
 from runtime.runners.base import Sampling  # noqa: E402
 

@@ -99,6 +99,6 @@ def smollm2(tmp_path_factory):
     gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not gguf.is_file():
         pytest.skip(f"{gguf} is missing")
-    from builder.stages.resolve import _from_gguf
+    from builder.model.source import _from_gguf
 
     return Path(_from_gguf(gguf)["model_dir"])  # the shared conversion cache ($TRTQ_CACHE or ~/.cache/trtq)

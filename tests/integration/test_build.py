@@ -11,8 +11,8 @@ from _tiny import make_model
 
 from builder.errors import LayoutError, ModelSourceError, StageFailed
 from builder.fingerprint import sha256_file
-from builder.load import load_recipe
 from builder.pipeline import build
+from builder.recipe.load import load_recipe
 
 pytestmark = pytest.mark.integration
 
@@ -255,7 +255,7 @@ def test_other_architectures_export_tp2(tmp_path, arch):
 
 
 def test_stage_failure_keeps_earlier_stages(tmp_path, tiny_llama, monkeypatch):
-    from builder.stages import export
+    from builder.checkpoint import export
 
     def boom(*a, **k):
         raise StageFailed("export exploded")

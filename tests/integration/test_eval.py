@@ -10,10 +10,10 @@ import pytest
 from _tiny import make_model
 from click.testing import CliRunner
 
-from builder import evaluate
 from builder.errors import StageFailed
-from builder.load import load_recipe
 from builder.pipeline import build
+from builder.recipe.load import load_recipe
+from builder.verify import evaluate
 from runtime.manifest import read_manifest
 
 pytestmark = pytest.mark.integration

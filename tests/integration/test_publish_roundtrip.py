@@ -158,6 +158,7 @@ def test_trtq_run_on_a_pulled_artifact(built, tmp_path):
 
 def test_show_prints_the_compatibility_facts(built):
     p = trtq("show", built)
-    assert "requires   1 GPU (tp x pp), TensorRT-LLM to build engines" in p.stdout
+    # fp16 runs on compute capability 8.0+ (the format table)
+    assert "requires   GPU compute capability >= 8.0, 1 GPU (tp x pp), TensorRT-LLM to build engines" in p.stdout
     shown = json.loads(trtq("show", built, "--json").stdout)
     assert "cuda" in shown["versions"] and shown["status"] == "complete"

@@ -10,8 +10,8 @@ import pytest
 from _tiny import make_model
 
 from builder.errors import LayoutError, UsageError
-from builder.load import load_recipe
 from builder.pipeline import build
+from builder.recipe.load import load_recipe
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ def test_tp_change_slices_the_unsharded_checkpoint_without_modelopt(tmp_path, ti
     ckpt = root / "q" / "checkpoint"
     assert (ckpt / "rank0.safetensors").stat().st_ino == (unsharded / "rank0.safetensors").stat().st_ino, "tp1: shared"
 
-    import builder.stages.export as export
+    import builder.checkpoint.export as export
 
     def no_modelopt(*a, **k):
         raise AssertionError("a tp change must not export through ModelOpt again")
@@ -145,12 +145,12 @@ def test_tp_change_slices_the_unsharded_checkpoint_without_modelopt(tmp_path, ti
 def test_unsliceable_layout_falls_back_to_modelopt(tmp_path, tiny, caplog, monkeypatch):
     root = tmp_path / "e"
     path = recipe(tmp_path, tiny, "fp8", tp=2)
-    import builder.reshard
+    import builder.checkpoint.reshard
 
     def refuse(*a, **k):
         raise ValueError("refused for the test")
 
-    monkeypatch.setattr(builder.reshard, "reshard", refuse)
+    monkeypatch.setattr(builder.checkpoint.reshard, "reshard", refuse)
     caplog.set_level("INFO", logger="trtq.export")
     build_it(path, root)
     assert "refused for the test" in caplog.text and "ModelOpt export in" in caplog.text
@@ -226,7 +226,7 @@ def test_hf_dataset_offline_without_cache_names_the_fix(tmp_path, tiny, monkeypa
 def test_calibration_windows_are_deterministic(tiny):
     from transformers import AutoTokenizer
 
-    from builder.calib import builtin_documents, token_windows
+    from builder.quant.data import builtin_documents, token_windows
 
     tok = AutoTokenizer.from_pretrained(tiny)
     docs = builtin_documents(100_000)
@@ -302,7 +302,7 @@ def test_save_weights_matches_safetensors_save_model(tmp_path, tiny):
     from safetensors.torch import load_file, load_model, save_model
     from transformers import AutoModelForCausalLM
 
-    from builder.stages.quantize import save_weights
+    from builder.quant.state import save_weights
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32, tie_word_embeddings=True)
     model.register_buffer("flag", torch.tensor([True, False]))

@@ -139,13 +139,13 @@ def test_kv_cache_quantization(fmt, kv, grid, checkpoints):
 
 def test_smoothquant_below_alpha_1_exports_what_was_calibrated(tiny_models, tmp_path):
     """SmoothQuant alpha < 1 gives q/k/v (and gate/up) different scales; ModelOpt's export averages them without
-    re-measuring the activation range. builder.smoothing gives each fused group one scale before the export, and the
+    re-measuring the activation range. builder.quant.smoothing gives each fused group one scale before the export, and the
     checkpoint then computes what the fake-quant model computed, as closely as at alpha 1.0 (where the scales agree
     by construction; what remains is fp16 storage). Without it the two diverge (SmolLM2: nrmse 0.30)."""
     import modelopt.torch.quantization as mtq
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from builder.smoothing import fuse_smoothing, shared_input_groups
+    from builder.quant.smoothing import fuse_smoothing, shared_input_groups
     from runtime.reference.runner import ReferenceRunner
     from tests import _quant
 
@@ -181,8 +181,8 @@ def test_int4_clipping_survives_the_export(tiny_models, tmp_path):
     it had to resmooth a fused group), so the reference run of the checkpoint matches the fake-quant model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from builder.quant_formats import build_config
-    from builder.stages.quantize import calibrate, trtq_steps
+    from builder.quant.calibrate import calibrate, trtq_steps
+    from builder.quant.config import build_config
     from runtime.reference.runner import ReferenceRunner
     from tests import _quant
 

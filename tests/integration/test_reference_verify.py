@@ -21,7 +21,7 @@ def _corrupt(src, dst, key, factor):
 
 
 def test_verify_passes_and_catches_a_corrupted_scale(checkpoints, tiny_models, tmp_path):
-    from builder.stages.verify import verify_checkpoint
+    from builder.verify.checkpoint import verify_checkpoint
 
     ckpt, fq = checkpoints("llama", "int8_sq")
     good = verify_checkpoint(ckpt, tiny_models["llama"], fq)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from _tiny import make_model
 
-from builder.load import load_recipe
 from builder.pipeline import build
+from builder.recipe.load import load_recipe
 
 pytestmark = [pytest.mark.integration, pytest.mark.mpi]
 
@@ -186,8 +186,8 @@ def test_a_split_that_computes_something_else_fails_the_build_with_the_numbers(t
     """An export bug of the kind slicing could have (one rank with another activation scale): verify fails."""
     import numpy as np
 
-    from builder import reshard as reshard_mod
-    from builder._safetensors import read, write
+    from builder.checkpoint import reshard as reshard_mod
+    from builder.checkpoint._safetensors import read, write
     from builder.errors import StageFailed
 
     real = reshard_mod.reshard
@@ -198,7 +198,7 @@ def test_a_split_that_computes_something_else_fails_the_build_with_the_numbers(t
         tensors = {k: type(t)(t.dtype, np.array(t.data)) for k, t in read(path)[0].items()}  # copies: path is rewritten
         key = "transformer.layers.0.mlp.proj.activation_scaling_factor"
         assert tensors[key].dtype == "F32"
-        scale = tensors[key].data.view(np.float32)  # held as raw uint32 (builder/_safetensors.py)
+        scale = tensors[key].data.view(np.float32)  # held as raw uint32 (builder/checkpoint/_safetensors.py)
         scale *= 1.5
         write(path, tensors)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.load import load_recipe
-from builder.plan import GPUS, estimate, fit, gpu_spec, plan_report
+from builder.planning.plan import GPUS, estimate, fit, gpu_spec, plan_report
+from builder.recipe.load import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").glob("*/*.yaml"))
@@ -41,7 +41,7 @@ def test_recipe_validates_and_fits_its_stated_gpu(path, monkeypatch):
     gpu = stated_gpu(path)
     assert gpu, f"{path}: an engine recipe states its GPU (`trtq plan ... --gpu NAME` in the header)"
     monkeypatch.setenv("TRTQ_HUB_CONFIGS", str(HUB))
-    from builder._plan_config import model_config
+    from builder.planning.model_config import model_config
 
     config, _ = model_config(recipe, recipe_dir)
     report = plan_report(config, recipe, gpu)

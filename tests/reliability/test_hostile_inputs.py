@@ -13,8 +13,8 @@ from _harness import assert_nothing_partial, run_trtq
 from _recipes import recipe_file
 
 from builder.errors import DiskSpaceError, ModelSourceError
-from builder.load import load_recipe
 from builder.pipeline import build
+from builder.recipe.load import load_recipe
 
 pytestmark = pytest.mark.integration
 

@@ -81,7 +81,7 @@ def test_tiny_engine_builds_and_matches_the_reference(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from builder import pipeline
-    from builder.load import load_recipe
+    from builder.recipe.load import load_recipe
     from runtime.runners.base import Sampling
     from runtime.runners.engine import EngineRunner
 

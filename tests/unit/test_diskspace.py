@@ -7,9 +7,9 @@ from collections import namedtuple
 
 import pytest
 
-from builder import diskspace
 from builder.errors import DiskSpaceError
-from builder.recipe import Recipe
+from builder.planning import diskspace
+from builder.recipe.schema import Recipe
 
 SMOL = {
     "architectures": ["LlamaForCausalLM"],

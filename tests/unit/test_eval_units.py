@@ -24,8 +24,8 @@ def test_relative_increase():
 
 
 def test_builtin_eval_reads_calibrations_order_from_the_end(monkeypatch):
-    from builder import calib
-    from builder.evaluate import EvalData, eval_documents
+    from builder.quant import data as calib
+    from builder.verify.evaluate import EvalData, eval_documents
 
     docs = [f"doc{i}" for i in range(50)]
     monkeypatch.setattr(calib, "builtin_documents", lambda limit_chars=0: list(docs))

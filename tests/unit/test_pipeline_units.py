@@ -9,7 +9,7 @@ import pytest
 
 from builder.errors import LayoutError, LockedError, UsageError
 from builder.fingerprint import changed_keys, file_table, fingerprint
-from builder.layout import ModelShape, check_layout, valid_pp, valid_tp
+from builder.planning.layout import ModelShape, check_layout, valid_pp, valid_tp
 from builder.workspace import STAMP, Workspace
 
 SMOL = {

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from builder.errors import RecipeError
-from builder.load import load_recipe
-from builder.quant_formats import FORMATS, build_config, needs_calibration, trtllm_exclude_modules
+from builder.quant.config import FORMATS, build_config, needs_calibration, trtllm_exclude_modules
+from builder.recipe.load import load_recipe
 from runtime.families import BY_NAME
 
 # Shapes of the real constants: ModelOpt 0.47 (list) and 0.37 (dict), abridged.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import RecipeError
-from builder.load import load_recipe
+from builder.recipe.load import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from builder.errors import RecipeError  # noqa: E402
-from builder.load import load_recipe  # noqa: E402
-from builder.recipe import Recipe  # noqa: E402
+from builder.recipe.load import load_recipe  # noqa: E402
+from builder.recipe.schema import Recipe  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -36,7 +36,7 @@ def _field_paths(model, prefix=()) -> list[tuple]:
     for name, info in model.model_fields.items():
         path = (*prefix, name)
         out.append(path)
-        from builder.load import _model_of
+        from builder.recipe.load import _model_of
 
         sub = _model_of(info.annotation)
         if sub is not None and len(path) < 4:

@@ -1,8 +1,8 @@
-"""builder.reshard: a tp x pp checkpoint sliced from the tp=1, pp=1 export is byte-identical to ModelOpt's own export.
+"""builder.checkpoint.reshard: a tp x pp checkpoint sliced from the tp=1, pp=1 export is byte-identical to ModelOpt's own export.
 
-Each case calibrates a tiny model once (trtq's own ModelOpt configs, builder.quant_formats.build_config), exports it
+Each case calibrates a tiny model once (trtq's own ModelOpt configs, builder.quant.config.build_config), exports it
 with ModelOpt at tp1pp1 and at every layout from a fresh copy of the calibrated model (ModelOpt's export changes the
-model it exports), applies trtq's config fixes (builder.stages.export), reshards the tp1 export and compares every
+model it exports), applies trtq's config fixes (builder.checkpoint.export), reshards the tp1 export and compares every
 tensor (read back with the safetensors library itself: names, dtypes, shapes, bytes) and config.json. Where
 ModelOpt's export fails, reshard must refuse with ValueError.
 
@@ -35,7 +35,7 @@ AWQ_BLOCK = 16  # divides every per-rank width of the tiny models up to tp=4 (hi
 
 def test_import_does_not_load_torch():
     code = (
-        "import sys, builder.reshard; "
+        "import sys, builder.checkpoint.reshard; "
         "heavy = sorted(m for m in ('torch', 'transformers', 'modelopt', 'safetensors') if m in sys.modules); "
         "print(heavy)"
     )
@@ -47,7 +47,7 @@ def test_safetensors_roundtrip(tmp_path):
     """The numpy reader/writer keeps dtype names, shapes and bytes, and writes no __metadata__ unless given."""
     import numpy as np
 
-    from builder import _safetensors as st
+    from builder.checkpoint import _safetensors as st
 
     rng = np.random.default_rng(0)
     tensors = {
@@ -101,7 +101,7 @@ def _calibrated(model_dir: Path, fmt: str, kv: str, exclude: tuple[str, ...]):
     from _quant import calibration_batches
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from builder.quant_formats import build_config, needs_calibration
+    from builder.quant.config import build_config, needs_calibration
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     if not needs_calibration(fmt, kv):
@@ -120,9 +120,9 @@ def _calibrated(model_dir: Path, fmt: str, kv: str, exclude: tuple[str, ...]):
 
 
 def _export(model, model_dir: Path, out: Path, fmt: str, exclude: tuple[str, ...], tp: int, pp: int) -> Path:
-    """What trtq's export stage writes for ``model`` at tp x pp (builder.stages.export.write_trtllm: ModelOpt's export
+    """What trtq's export stage writes for ``model`` at tp x pp (builder.checkpoint.export.write_trtllm: ModelOpt's export
     plus trtq's config edits), from a copy: ModelOpt's export changes the model."""
-    from builder.stages.export import write_trtllm
+    from builder.checkpoint.export import write_trtllm
 
     recipe = SimpleNamespace(
         model=SimpleNamespace(dtype="bfloat16" if fmt == "bf16" else "float16"),
@@ -174,7 +174,7 @@ def _assert_identical(ref: Path, got: Path) -> int:
 
 def _check_layouts(model, model_dir: Path, tmp: Path, fmt: str, exclude=("lm_head",), layouts=LAYOUTS) -> dict:
     """Export tp1pp1 and each layout with ModelOpt, reshard, compare. Returns layout -> 'same' | 'refused'."""
-    from builder.reshard import reshard
+    from builder.checkpoint.reshard import reshard
 
     src = _export(model, model_dir, tmp / "tp1pp1", fmt, exclude, 1, 1)
     seen = {}
@@ -220,7 +220,7 @@ def test_reshard_quantized_lm_head(tiny, tmp_path, fmt):
 
 
 def _linear_scales(path: Path, prefix: str) -> list[str]:
-    from builder import _safetensors as st
+    from builder.checkpoint import _safetensors as st
 
     return [k for k in st.read(path)[0] if k.startswith(prefix + ".") and "scaling_factor" in k]
 
@@ -264,7 +264,7 @@ def test_reshard_awq_vocabulary_padding(tiny, tmp_path):
 def test_reshard_refuses_an_awq_lm_head_that_modelopt_unquantizes_at_pp(tiny, tmp_path):
     """Vocabulary 528 = 33 groups of 16: lm_head stays AWQ-quantized at pp=1 (vocabulary padded to 576), but ModelOpt
     checks the rows against group * pp and exports it unquantized at pp=2. The tp1 checkpoint cannot tell."""
-    from builder.reshard import reshard
+    from builder.checkpoint.reshard import reshard
 
     model_dir = tiny("llama", vocab_size=528)
     model = _calibrated(model_dir, "int4_awq", "none", ())
@@ -279,7 +279,7 @@ def test_reshard_refuses_an_awq_lm_head_that_modelopt_unquantizes_at_pp(tiny, tm
 
 @pytest.mark.integration
 def test_reshard_refuses_what_it_cannot_derive(tiny, tmp_path):
-    from builder.reshard import reshard
+    from builder.checkpoint.reshard import reshard
 
     model_dir = tiny("llama")
     src = _export(_calibrated(model_dir, "fp16", "none", ("lm_head",)), model_dir, tmp_path / "src", "fp16", (), 1, 1)

@@ -90,7 +90,7 @@ def test_stale_gguf_conversions_of_dead_builds_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from builder.stages.resolve import _remove_stale_conversions
+    from builder.model.source import _remove_stale_conversions
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dest = tmp_path / "gguf" / "m-123"

@@ -14,8 +14,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from builder._safetensors import ITEM_SIZE as _DTYPE_BYTES
-from builder._safetensors import MAX_HEADER as _MAX_HEADER
+from builder.checkpoint._safetensors import ITEM_SIZE as _DTYPE_BYTES
+from builder.checkpoint._safetensors import MAX_HEADER as _MAX_HEADER
 from builder.errors import ModelSourceError
 
 _EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ModelSourceError
-from builder.recipe import Recipe
+from builder.recipe.schema import Recipe
 
 HUB_CONFIGS_ENV = "TRTQ_HUB_CONFIGS"
 
@@ -27,12 +27,12 @@ def model_config(recipe: Recipe, recipe_dir: Path, config: Path | None = None) -
         return json.loads(path.read_text()), str(path)
     spec = recipe.model
     if spec.kind == "path":
-        from builder.stages.resolve import local_path
+        from builder.model.source import local_path
 
         path = local_path(spec, recipe_dir) / "config.json"
         return json.loads(path.read_text()), str(path)
     if spec.kind == "gguf":
-        from builder.stages.resolve import gguf_path
+        from builder.model.source import gguf_path
 
         path = gguf_path(spec, recipe_dir)
         return gguf_config(path), str(path)

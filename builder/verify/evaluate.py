@@ -49,13 +49,14 @@ class EvalData:
     split: str = "test"
     tokens: int = 4096
     window: int = 512
+    section: str = "verify.perplexity"  # where the user wrote it, for error messages ("flags": trtq eval's flags)
 
 
 def eval_documents(data: EvalData, base_dir: Path) -> list[str]:
     """The documents to evaluate on, in reading order (builtin: the calibration order reversed; see the module doc)."""
-    from builder.calib import documents
+    from builder.quant.data import documents
 
-    docs = documents(data, base_dir)
+    docs = documents(data, base_dir, section=data.section)
     if data.dataset == "builtin":
         order = list(range(len(docs)))
         random.Random(0).shuffle(order)  # calibration's default order (builder.calib.token_windows, seed 0)
@@ -89,7 +90,7 @@ def eval_windows(data: EvalData, base_dir: Path, tokenizer, max_positions: int |
 
 # ---------------------------------------------------------------------------------------------- baseline
 def cache_dir() -> Path:
-    from builder.stages.resolve import cache_root
+    from builder.model.source import cache_root
 
     return cache_root() / "ppl"
 

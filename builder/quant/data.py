@@ -24,7 +24,7 @@ from pathlib import Path
 
 from builder._deps import require
 from builder.errors import UsageError
-from builder.recipe import CalibrationSpec
+from builder.recipe.schema import TextSource
 
 log = logging.getLogger("trtq.calibrate")
 
@@ -57,37 +57,48 @@ def builtin_documents(limit_chars: int = 4_000_000) -> list[str]:
     return docs
 
 
-def documents(spec: CalibrationSpec | object, base_dir: Path, limit_chars: int = 4_000_000) -> list[str]:
-    """The raw documents of a calibration (or evaluation) source."""
+def documents(
+    spec: TextSource | object, base_dir: Path, limit_chars: int = 4_000_000, section: str = "calibration"
+) -> list[str]:
+    """The raw documents of a text source (a recipe's `calibration` or `verify.perplexity`, or `trtq eval`'s flags).
+    ``section`` is where the user wrote the source (`calibration`, `verify.perplexity`, or "flags" for `trtq eval`'s
+    --dataset/--text-field): every error names the field there."""
     dataset: str = spec.dataset  # type: ignore[attr-defined]
     field: str = spec.text_field  # type: ignore[attr-defined]
     if dataset == "builtin":
         return builtin_documents(limit_chars)
     if dataset.startswith("hf:"):
-        return _hf_documents(dataset[3:], getattr(spec, "config", None), getattr(spec, "split", "train"), field)
+        return _hf_documents(
+            dataset[3:], getattr(spec, "config", None), getattr(spec, "split", "train"), field, section
+        )
     path = (base_dir / os.path.expanduser(dataset)).resolve()
     if not path.is_file():
-        raise UsageError(f"calibration.dataset: no such file: {path} (or use builtin, or hf:<name>)")
+        raise UsageError(f"{_where(section, 'dataset')}: no such file: {path} (or use builtin, or hf:<name>)")
     suffix = path.suffix.lower()
     if suffix in (".txt", ".md", ".text"):
         text = path.read_text(encoding="utf-8", errors="replace")
         return [d.strip() for d in text.split("\n\n") if d.strip()]
     if suffix in (".jsonl", ".json"):
-        return list(_jsonl(path, field))
+        return list(_jsonl(path, field, section))
     if suffix == ".parquet":
         pq = require("pyarrow.parquet", "Reading a .parquet calibration file")
         table = pq.read_table(path)
         if field not in table.column_names:
             raise UsageError(
-                f"calibration.text_field: {path.name} has no column '{field}' (columns: {', '.join(table.column_names)})"
+                f"{_where(section, 'text_field')}: {path.name} has no column '{field}' (columns: {', '.join(table.column_names)})"
             )
         return [str(t) for t in table.column(field).to_pylist() if t]
     raise UsageError(
-        f"calibration.dataset: {path.name}: unsupported file type '{suffix}': use .txt, .jsonl or .parquet"
+        f"{_where(section, 'dataset')}: {path.name}: unsupported file type '{suffix}': use .txt, .jsonl or .parquet"
     )
 
 
-def _jsonl(path: Path, field: str) -> Iterator[str]:
+def _where(section: str, field: str) -> str:
+    """How the user wrote a source's field: `calibration.dataset`, or the flag `--dataset` for section "flags"."""
+    return f"--{field.replace('_', '-')}" if section == "flags" else f"{section}.{field}"
+
+
+def _jsonl(path: Path, field: str, section: str) -> Iterator[str]:
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -95,17 +106,17 @@ def _jsonl(path: Path, field: str) -> Iterator[str]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UsageError(f"calibration.dataset: {path}:{n}: not valid JSON: {e.msg}") from None
+                raise UsageError(f"{_where(section, 'dataset')}: {path}:{n}: not valid JSON: {e.msg}") from None
             if not isinstance(row, dict) or field not in row:
                 raise UsageError(
-                    f"calibration.text_field: {path}:{n} has no field '{field}'"
+                    f"{_where(section, 'text_field')}: {path}:{n} has no field '{field}'"
                     + (f" (fields: {', '.join(row)})" if isinstance(row, dict) else "")
                 )
             if row[field]:
                 yield str(row[field])
 
 
-def _hf_documents(name: str, config: str | None, split: str, field: str) -> list[str]:
+def _hf_documents(name: str, config: str | None, split: str, field: str, section: str) -> list[str]:
     datasets = require("datasets", "Calibrating on a Hugging Face dataset (pip install datasets)")
     try:
         ds = datasets.load_dataset(name, config, split=split)
@@ -116,10 +127,12 @@ def _hf_documents(name: str, config: str | None, split: str, field: str) -> list
             if offline or "offline" in str(e).lower() or "connect" in str(e).lower()
             else "check the name, config and split"
         )
-        raise UsageError(f"calibration.dataset: hf:{name} cannot be loaded ({type(e).__name__}): {hint}") from None
+        raise UsageError(
+            f"{_where(section, 'dataset')}: hf:{name} cannot be loaded ({type(e).__name__}): {hint}"
+        ) from None
     if field not in ds.column_names:
         raise UsageError(
-            f"calibration.text_field: hf:{name} has no column '{field}' (columns: {', '.join(ds.column_names)})"
+            f"{_where(section, 'text_field')}: hf:{name} has no column '{field}' (columns: {', '.join(ds.column_names)})"
         )
     return [str(t) for t in ds[field] if t]
 

@@ -13,7 +13,7 @@ the activation range and the weight ranges that follow from it. The calibrated m
 ModelOpt's export finds nothing to resmooth. Groups whose scales already agree (alpha 1.0) are left untouched.
 
 AWQ has the same split: awq_lite searches each linear's scale alone and the export averages them. trtq averages them
-right after the search instead, so that the INT4 clipping that follows (builder/clipping.py) is measured on, and
+right after the search instead, so that the INT4 clipping that follows (builder/quant/clipping.py) is measured on, and
 exported with, the weights TensorRT-LLM will run.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from builder._hooks import module_inputs
+from builder.quant._hooks import module_inputs
 
 log = logging.getLogger("trtq.quantize")
 

@@ -17,7 +17,7 @@ KV_PATTERN = "*[kv]_bmm_quantizer"
 # ModelOpt's default is 1.0 (all of the activation range moved into the weights). On SmolLM2-135M with the same
 # 32 x 256 calibration tokens, 0.8 gives +6.0% perplexity over bf16 against ModelOpt's +15.4% (0.7: +9.4%,
 # 0.5: +37.5%); the SmoothQuant authors use 0.8-0.85 for the Llama family. Any alpha below 1.0 needs the fused-layer
-# smoothing of builder/smoothing.py, which the quantize stage always applies after ModelOpt's SmoothQuant.
+# smoothing of builder/quant/smoothing.py, which the quantize stage always applies after ModelOpt's SmoothQuant.
 DEFAULT_SMOOTHQUANT_ALPHA = 0.8
 DEFAULT_AWQ_ALGORITHM = "awq_lite"
 

@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from builder.layout import ModelShape, tp_problems, valid_tp
+from builder.planning.layout import ModelShape, tp_problems, valid_tp
 from runtime import families
 from runtime.families import Family
 from runtime.formats import FORMATS, KV_CACHES, sm_problem

@@ -1,7 +1,7 @@
-"""The verify stage's accuracy gate: `verify.perplexity` and `verify.prompts` (the checks are in builder/evaluate.py).
+"""The verify stage's accuracy gate: `verify.perplexity` and `verify.prompts` (the checks are in builder/verify/evaluate.py).
 
 A single-rank artifact is gated in the build's process. A split one (tp x pp > 1) needs one process per rank: the gate
-runs under OpenMPI's mpirun as `python -m builder.stages._gate ARGS.json`, every rank loading its shard, and rank 0
+runs under OpenMPI's mpirun as `python -m builder.verify.gate ARGS.json`, every rank loading its shard, and rank 0
 prints the result as JSON.
 """
 
@@ -58,7 +58,7 @@ def run_gate(
 
 def _gate(args: dict[str, Any]) -> dict[str, Any] | None:
     from builder.errors import StageFailed, UsageError
-    from builder.evaluate import gate
+    from builder.verify.evaluate import gate
     from runtime.errors import TrtqError
 
     try:
@@ -72,7 +72,7 @@ def _gate(args: dict[str, Any]) -> dict[str, Any] | None:
 def _under_mpirun(args: dict[str, Any], world: int, out: Path) -> dict[str, Any]:
     from builder._mpirun import run_ranks
 
-    return run_ranks("builder.stages._gate", args, world, out, "verify: the accuracy gate")
+    return run_ranks("builder.verify.gate", args, world, out, "verify: the accuracy gate")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from builder import _safetensors as st
+from builder.checkpoint import _safetensors as st
 
 # The ModelOpt releases whose export these rules were checked against, bit for bit (tests/unit/test_reshard.py; CI
 # runs it under both: 0.37 is what NVIDIA's TensorRT-LLM 1.2.x container ships).

@@ -57,7 +57,7 @@ class Tensor:
 
 def read(path: Path) -> tuple[dict[str, Tensor], dict[str, str] | None]:
     """Map ``path`` and return {name: Tensor} (views into the mapping, read-only) and its ``__metadata__``."""
-    import numpy as np  # here, not at import: builder.model_files shares this module's tables at CLI start-up
+    import numpy as np  # here, not at import: builder.model.files shares this module's tables at CLI start-up
 
     with open(path, "rb") as f:
         size = path.stat().st_size

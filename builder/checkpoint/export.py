@@ -1,6 +1,8 @@
-"""Stage `export`: write the TensorRT-LLM checkpoint (tp x pp shards) and/or the unified HF checkpoint.
+"""Writing checkpoints: the TensorRT-LLM checkpoint (tp x pp shards) and the unified HF checkpoint.
 
-Both go through ModelOpt's exporters, from the unquantized model or from the calibrated state of the `quantize` stage.
+Both go through ModelOpt's exporters, from the unquantized model or from the calibrated state of the `quantize` stage
+(builder/quant/state.py), with trtq's corrections (builder/quant/modelopt_fixes.py). A tp x pp checkpoint is sliced
+from the unsharded one when the quantize stage wrote it (builder/checkpoint/reshard.py).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from builder._deps import require
-from builder._model import copy_tokenizer, export_dtype, load_model, read_config
 from builder.errors import StageFailed
-from builder.quant_formats import trtllm_exclude_modules
-from builder.recipe import Recipe
+from builder.model.load import copy_tokenizer, export_dtype, load_model, read_config
+from builder.quant.modelopt_fixes import fix_config, mark_weight_only
+from builder.recipe.schema import Recipe
 from runtime.formats import FORMATS, KV_CACHES, needs_calibration
 
 log = logging.getLogger("trtq.export")
@@ -26,7 +28,7 @@ def prepared_model(recipe: Recipe, model_dir: Path, quantize_dir: Path | None):
     dtype = export_dtype(recipe.model.dtype, read_config(model_dir))
     if quantize_dir is None or not needs_calibration(recipe.quantization.format, recipe.quantization.kv_cache):
         return load_model(model_dir, dtype, recipe.model.trust_remote_code), dtype
-    from builder.stages.quantize import restore_quantized
+    from builder.quant.state import restore_quantized
 
     return restore_quantized(recipe, model_dir, quantize_dir, dtype), dtype
 
@@ -37,7 +39,7 @@ UNSHARDED = "trtllm"  # the quantize stage's unsharded (tp1 pp1) TensorRT-LLM ch
 def export_checkpoint(recipe: Recipe, model_dir: Path, quantize_dir: Path | None, out: Path) -> dict[str, Any]:
     """Write `config.json` + `rank{N}.safetensors` for recipe.parallel into ``out`` and check what was written.
 
-    From the quantize stage's unsharded checkpoint when there is one: sliced into tp x pp ranks (builder/reshard.py,
+    From the quantize stage's unsharded checkpoint when there is one: sliced into tp x pp ranks (builder/checkpoint/reshard.py,
     byte-identical to ModelOpt's own split) in about a second, without torch or ModelOpt. Otherwise, or when the
     layout cannot be derived by slicing, ModelOpt exports the (restored) model directly.
     """
@@ -74,7 +76,7 @@ def _from_unsharded(src: Path, out: Path, tp: int, pp: int) -> str | None:
             except OSError:
                 shutil.copy2(f, out / f.name)
         return "the calibrated unsharded checkpoint"
-    from builder.reshard import reshard
+    from builder.checkpoint.reshard import reshard
 
     try:
         reshard(src, out, tp, pp)
@@ -111,67 +113,9 @@ def write_trtllm(model, recipe: Recipe, model_dir: Path, out: Path, tp: int, pp:
             inference_tensor_parallel=tp,
             inference_pipeline_parallel=pp,
         )
-    _fix_config(out / "config.json", read_config(model_dir))
+    fix_config(out / "config.json", read_config(model_dir))
     if FORMATS[recipe.quantization.format].quantized_at_load:
-        _mark_weight_only(out, recipe, model)
-
-
-def _family(hf_config: dict[str, Any]):
-    from runtime import families
-
-    family = families.for_hf_config(hf_config)
-    if family is None:
-        raise StageFailed(f"architecture {hf_config.get('architectures')} is not supported")
-    return family
-
-
-def _fix_config(path: Path, hf_config: dict[str, Any]) -> None:
-    """Correct what ModelOpt's TensorRT-LLM export gets wrong, so TensorRT-LLM computes what the model computes.
-
-    - rotary_base: transformers 5 moved `rope_theta` into `rope_parameters`; ModelOpt's lookup misses it and writes
-      nothing, and TensorRT-LLM then uses its default 10000 (SmolLM2 needs 100000, Qwen2 1e6).
-    - the family's own corrections (runtime/families: `trtllm_config`), e.g. GPT-2's learned absolute positions,
-      which the export marks rope_gpt_neox (TensorRT-LLM would apply RoPE instead of the table).
-    """
-    from runtime import families
-
-    config = json.loads(path.read_text())
-    changed = False
-    rope = hf_config.get("rope_parameters") or {}
-    theta = rope.get("rope_theta", hf_config.get("rope_theta"))
-    if (
-        theta is not None
-        and config.get("position_embedding_type", "").startswith("rope")
-        and config.get("rotary_base") != float(theta)
-    ):
-        config["rotary_base"] = float(theta)
-        changed = True
-    family = families.for_hf_config(hf_config)
-    for key, value in (family.trtllm_config if family else {}).items():
-        if config.get(key) != value:
-            config[key] = value
-            changed = True
-    if changed:
-        path.write_text(json.dumps(config, indent=4) + "\n")
-
-
-def _mark_weight_only(out: Path, recipe: Recipe, model) -> None:
-    """int8_wo/int4_wo: set quant_algo on the unquantized export, as TensorRT-LLM's quantize.py does; TensorRT-LLM
-    quantizes the weights per channel when it loads the checkpoint."""
-    from builder.errors import UsageError
-
-    linears = [n for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D") or n.endswith("lm_head")]
-    try:
-        exclude = trtllm_exclude_modules(linears, recipe.quantization.exclude, _family(model.config.to_dict()))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    path = out / "config.json"
-    config = json.loads(path.read_text())
-    quant = dict(config.get("quantization") or {})
-    quant["quant_algo"] = FORMATS[recipe.quantization.format].quant_algo
-    quant["exclude_modules"] = exclude
-    config["quantization"] = quant
-    path.write_text(json.dumps(config, indent=4) + "\n")
+        mark_weight_only(out, recipe, model)
 
 
 def export_hf(recipe: Recipe, model_dir: Path, quantize_dir: Path | None, out: Path) -> None:
@@ -190,7 +134,7 @@ def export_hf(recipe: Recipe, model_dir: Path, quantize_dir: Path | None, out: P
 
 def check_checkpoint(ckpt: Path, tp: int, pp: int, quant_algo: str | None, kv_algo: str | None) -> None:
     """Check an exported checkpoint: quant_algo and mapping as asked, one file per rank, consistent shard shapes."""
-    from builder._safetensors import read
+    from builder.checkpoint._safetensors import read
 
     config = json.loads((ckpt / "config.json").read_text())
     quant = config.get("quantization") or {}

@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from builder._yaml import Loc, YamlProblem, line_for, load_with_lines
 from builder.errors import RecipeError
-from builder.overrides import OverrideProblem, apply_overrides
-from builder.recipe import Recipe
+from builder.recipe._yaml import Loc, YamlProblem, line_for, load_with_lines
+from builder.recipe.overrides import OverrideProblem, apply_overrides
+from builder.recipe.schema import Recipe
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Recipe, Path]:

@@ -11,7 +11,7 @@ error of ``x . (w - q(w))`` over the calibration data is, to first order (indepe
 ``sum_j E[x_j^2] (w_j - q(w_j))^2``. One extra forward pass records ``E[x_j^2]`` for every quantized linear (its
 input after AWQ's pre-quant scale); then each block gets the ratio r in [0.5, 1] of its max that minimizes that sum,
 and the weight quantizer's range (amax) is set to it. Fake quantization and the export read the same amax, so the
-checkpoint holds exactly what was measured (builder/smoothing.py first gives fused groups one AWQ scale, so that the
+checkpoint holds exactly what was measured (builder/quant/smoothing.py first gives fused groups one AWQ scale, so that the
 export has nothing to resmooth: resmoothing re-measures the max and would undo the clipping). SmolLM2-135M, 32 x 256
 calibration tokens (tests/bench/bench_defaults.py): perplexity over bf16 +26.8% instead of ModelOpt's awq_lite +44.8%,
 for one forward pass over 8 windows and about a second of arithmetic.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 
-from builder._hooks import module_inputs
+from builder.quant._hooks import module_inputs
 
 log = logging.getLogger("trtq.quantize")
 

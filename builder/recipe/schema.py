@@ -83,7 +83,9 @@ class QuantizationSpec(_Section):
     )
 
 
-class CalibrationSpec(_Section):
+class TextSource(_Section):
+    """Where text comes from: calibration data and the perplexity gate's eval data share these fields."""
+
     dataset: str = Field(
         "builtin",
         description="builtin | a local .txt/.jsonl/.parquet file | hf:<dataset name> (with config/split/text_field)",
@@ -91,6 +93,9 @@ class CalibrationSpec(_Section):
     text_field: str = Field("text", description="Field/column holding the text (.jsonl, .parquet, hf:)")
     config: str | None = Field(None, description="Dataset config name (hf:)")
     split: str = Field("train", description="Dataset split (hf:)")
+
+
+class CalibrationSpec(TextSource):
     samples: int | None = Field(
         None, ge=1, le=100_000, description="Calibration windows; null = 128 (32 for AWQ, whose search is costly)"
     )
@@ -162,15 +167,13 @@ class PromptCheck(_Section):
         return v
 
 
-class PerplexityGate(_Section):
+class PerplexityGate(TextSource):
     """Fail the build when the artifact's perplexity exceeds the unquantized model's by more than max_increase."""
 
     dataset: str = Field(
         "builtin",
         description="builtin (held out from calibration) | a local .txt/.jsonl/.parquet file | hf:<dataset name>",
     )
-    text_field: str = Field("text", description="Field/column holding the text (.jsonl, .parquet, hf:)")
-    config: str | None = Field(None, description="Dataset config name (hf:)")
     split: str = Field("test", description="Dataset split (hf:)")
     tokens: int = Field(4096, ge=16, le=10_000_000, description="Tokens of eval text scored")
     window: int = Field(512, ge=8, le=131_072, description="Tokens per scored window (capped at the model's context)")

@@ -1,7 +1,7 @@
 """Refuse a build early when the filesystem it writes to cannot hold what its stages are about to write.
 
 A 70B build that dies of a full disk after hours of calibration costs those hours again; the estimate is cheap
-arithmetic on the model config (builder/plan.py's per-rank checkpoint sizes), so it runs before any stage does.
+arithmetic on the model config (builder/planning/plan.py's per-rank checkpoint sizes), so it runs before any stage does.
 Estimates per stage (bytes written into the artifact, or the shared cache for a GGUF conversion):
 
 - resolve: nothing for a local or hub model (hub files go to the Hugging Face cache); a GGUF file is converted once
@@ -32,7 +32,7 @@ SLACK = 64 * 1024**2
 
 def stage_bytes(stage: str, recipe, config: dict[str, Any]) -> int:
     """Bytes the stage ``stage`` writes for ``recipe`` on a model with HF ``config``."""
-    from builder.plan import estimate
+    from builder.planning.plan import estimate
 
     q, p = recipe.quantization, recipe.parallel
     if stage == "quantize":

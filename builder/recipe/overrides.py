@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from builder._yaml import MAX_VALUES, one_line
+from builder.recipe._yaml import MAX_VALUES, one_line
 
 
 class OverrideProblem(Exception):
