@@ -1,11 +1,20 @@
-"""World detection, launch checks and backend selection: no torch needed."""
+"""World detection per launcher, launch checks and backend selection: no torch needed.
+
+The launcher environments below are what each launcher exports to a task, read from its source: OpenMPI 5's prterun
+(OMPI_COMM_WORLD_* and its PMIx client variables), Slurm's srun (src/common/env.c: env_array_for_step, setup_env) with
+--mpi=pmix (openpmix PMIx_server_setup_fork: PMIX_NAMESPACE, PMIX_RANK, no size), --mpi=pmi2
+(src/plugins/mpi/pmi2/mpi_pmi2.c: PMI_FD, PMI_JOBID, PMI_RANK, PMI_SIZE) and without an MPI plugin, torchrun, and the
+shells where those variables leak: an salloc allocation and an sbatch script before srun.
+"""
 
 from __future__ import annotations
 
 import pytest
 
+from builder.errors import UsageError
+from builder.launcher_env import single_process
 from runtime.errors import BackendUnavailable, LaunchError
-from runtime.mpi import check_world, world_from_env
+from runtime.mpi import World, check_world, srun_step, world_from_env
 from runtime.select import checkpoint_dir, resolve_backend
 
 
@@ -32,6 +41,132 @@ def test_size_one_world_is_single():
 def test_broken_rank_is_refused():
     with pytest.raises(LaunchError, match="outside"):
         world_from_env({"OMPI_COMM_WORLD_RANK": "5", "OMPI_COMM_WORLD_SIZE": "2"})
+
+
+# ---------------------------------------------------------------------------------------------- launchers
+ALLOCATION = {  # salloc's shell, or an sbatch script before its srun: an allocation, not a launch
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOBID": "4242",
+    "SLURM_NTASKS": "16",
+    "SLURM_NPROCS": "16",
+    "SLURM_NNODES": "2",
+    "SLURM_JOB_NUM_NODES": "2",
+    "SLURM_NODELIST": "gpu[001-002]",
+    "SLURM_JOB_NODELIST": "gpu[001-002]",
+    "SLURM_TASKS_PER_NODE": "8(x2)",
+}
+STEP = {  # what srun adds for task 11 of a 2 x 8 task job step (node 1, local task 3)
+    **ALLOCATION,
+    "SLURM_STEP_ID": "0",
+    "SLURM_STEPID": "0",
+    "SLURM_STEP_NUM_TASKS": "16",
+    "SLURM_STEP_NUM_NODES": "2",
+    "SLURM_STEP_NODELIST": "gpu[001-002]",
+    "SLURM_STEP_TASKS_PER_NODE": "8(x2)",
+    "SLURM_STEP_LAUNCHER_PORT": "40123",
+    "SLURM_SRUN_COMM_PORT": "40123",
+    "SLURM_PROCID": "11",
+    "SLURM_LOCALID": "3",
+    "SLURM_NODEID": "1",
+    "SLURM_TASK_PID": "31337",
+}
+PMIX = {  # --mpi=pmix: PMIx_server_setup_fork's variables (no PMIX_SIZE) and Slurm's process mapping
+    "PMIX_NAMESPACE": "slurm.pmix.4242.0",
+    "PMIX_RANK": "11",
+    "PMIX_SERVER_URI41": "pmix-server.812;tcp4://10.0.0.2:37301",
+    "PMIX_SERVER_URI2": "pmix-server.812;tcp4://10.0.0.2:37301",
+    "PMIX_SECURITY_MODE": "native",
+    "PMIX_GDS_MODULE": "hash",
+    "PMIX_HOSTNAME": "gpu002",
+    "PMIX_VERSION": "5.0.3",
+    "SLURM_PMIX_MAPPING_SERV": "(vector,(0,2,8))",
+}
+PMI2 = {"PMI_FD": "7", "PMI_JOBID": "4242.0", "PMI_RANK": "11", "PMI_SIZE": "16"}
+LAUNCHES = {
+    "mpirun (OpenMPI)": (
+        {
+            "OMPI_COMM_WORLD_RANK": "2",
+            "OMPI_COMM_WORLD_SIZE": "4",
+            "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+            "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+            "OMPI_COMM_WORLD_NODE_RANK": "0",
+            "OMPI_UNIVERSE_SIZE": "4",
+            "PMIX_NAMESPACE": "prterun-host-812@1",
+            "PMIX_RANK": "2",
+            "PMIX_SERVER_URI41": "prterun-host-812@0.0;tcp4://127.0.0.1:41011",
+        },
+        World(2, 4, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", 0, 2),
+    ),
+    "srun --mpi=pmix": ({**STEP, **PMIX}, World(11, 16, "PMIX_RANK", "SLURM_STEP_NUM_TASKS", 3, 8)),
+    "srun --mpi=pmi2": ({**STEP, **PMI2}, World(11, 16, "PMI_RANK", "PMI_SIZE", 3, 8)),
+    "srun (no MPI plugin)": (STEP, World(11, 16, "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", 3, 8)),
+    "torchrun": (
+        {
+            "RANK": "1",
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": "1",
+            "LOCAL_WORLD_SIZE": "2",
+            "GROUP_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": "29500",
+            "TORCHELASTIC_RUN_ID": "none",
+        },
+        World(1, 2, "RANK", "WORLD_SIZE", 1, 2),
+    ),
+    "salloc shell / sbatch script (leaked allocation)": (ALLOCATION, World(0, 1, None)),
+    "sbatch script: the batch step's own ids": (
+        {**ALLOCATION, "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_STEP_ID": "-5"},
+        World(0, 1, None),
+    ),
+    "PMIx variables leaked into a plain shell": ({**ALLOCATION, **PMIX}, World(0, 1, None)),
+    "srun -n 1 --mpi=pmix": (
+        {**STEP, **PMIX, "SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0", "PMIX_RANK": "0"},
+        World(0, 1, None),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(LAUNCHES))
+def test_world_of_each_launcher(name):
+    env, expected = LAUNCHES[name]
+    assert world_from_env(env) == expected
+
+
+@pytest.mark.parametrize("name", list(LAUNCHES))
+def test_trtq_build_refuses_exactly_the_multi_rank_launches_and_drops_the_rest(name):
+    """builder/launcher_env.py and runtime/mpi.py read the same launchers: the one-process build refuses every
+    world `trtq run` would join, and after dropping the leaked variables nothing is left that makes a world."""
+    env, expected = dict(LAUNCHES[name][0]), LAUNCHES[name][1]
+    env["HOME"] = "/home/u"
+    if expected.size > 1:
+        with pytest.raises(UsageError, match=f"one of {expected.size} ranks"):
+            single_process(env)
+        return
+    removed = single_process(env)
+    assert env == {"HOME": "/home/u"} and removed, removed
+    assert world_from_env(env) == World(0, 1, None)
+
+
+def test_slurm_step_is_told_from_an_allocation():
+    assert srun_step(STEP) and not srun_step(ALLOCATION)
+    for special in ("4294967290", "4294967291", "4294967292", "-5", "batch", ""):  # interactive, batch, extern steps
+        assert not srun_step({**STEP, "SLURM_STEP_ID": special, "SLURM_STEPID": special}), special
+    assert not srun_step({k: v for k, v in STEP.items() if k != "SLURM_STEP_NUM_TASKS"})
+
+
+def test_a_lone_pmix_rank_in_an_srun_step_without_namespace_is_the_plain_step():
+    env = {**STEP, "PMIX_RANK": "3"}  # no PMIX_NAMESPACE: not a PMIx client
+    assert world_from_env(env).launcher == "SLURM_PROCID"
+
+
+def test_broken_slurm_rank_is_refused():
+    with pytest.raises(LaunchError, match="PMIX_RANK=16 is outside SLURM_STEP_NUM_TASKS=16"):
+        world_from_env({**STEP, **PMIX, "PMIX_RANK": "16"})
+
+
+def test_wrong_srun_task_count_names_srun():
+    with pytest.raises(LaunchError, match=r"needs exactly 8 ranks.*has 16.*start it with srun -n 8"):
+        check_world(world_from_env({**STEP, **PMIX}), 8, "checkpoint x")
 
 
 def test_plain_run_on_split_checkpoint_says_how_to_launch():
