@@ -15,7 +15,7 @@ from builder.errors import UsageError
 from builder.launcher_env import single_process
 from runtime.errors import BackendUnavailable, LaunchError
 from runtime.mpi import World, check_world, srun_step, world_from_env
-from runtime.select import checkpoint_dir, resolve_backend
+from runtime.select import Host, checkpoint_dir, choose_backend, engine_dir, resolve_backend
 
 
 def test_single_process_by_default():
@@ -181,20 +181,93 @@ def test_wrong_world_size_fails_with_the_needed_size():
     check_world(world_from_env({}), 1, "checkpoint x")  # matching: no error
 
 
-def test_backend_selection(tmp_path):
-    art = tmp_path / "a"
-    (art / "checkpoint").mkdir(parents=True)
-    (art / "checkpoint" / "config.json").write_text("{}")
-    assert resolve_backend(art) == "reference"
-    assert checkpoint_dir(art) == art / "checkpoint"
-    (art / "engine").mkdir()
-    assert resolve_backend(art) == "engine"
-    assert resolve_backend(art, "reference") == "reference"
-    only_hf = tmp_path / "b"
-    (only_hf / "hf").mkdir(parents=True)
-    assert resolve_backend(only_hf) == "pytorch"
+# ---------------------------------------------------------------------------------------------- backend choice
+NO_TRTLLM = Host(None, 0)  # a laptop / CI box: torch only
+CONTAINER_GPU = Host("1.2.1", 8)  # nvcr.io/nvidia/tensorrt-llm/release:1.2.1 on a GPU node
+NO_ENGINE_BACKEND = Host("1.3.0rc21", 8)  # a newer TensorRT-LLM: PyTorch backend only
+TRTLLM_NO_GPU = Host("1.2.1", 0)  # the container without --gpus
+
+
+def artifact(root, *holds):
+    """An artifact directory holding the given parts: engine/, hf/, checkpoint/."""
+    root.mkdir(parents=True)
+    if "engine" in holds:
+        (root / "engine").mkdir()
+        (root / "engine" / "config.json").write_text("{}")
+        (root / "engine" / "rank0.engine").write_bytes(b"")
+    if "hf" in holds:
+        (root / "hf").mkdir()
+        (root / "hf" / "config.json").write_text("{}")
+    if "checkpoint" in holds:
+        (root / "checkpoint").mkdir()
+        (root / "checkpoint" / "config.json").write_text("{}")
+    return root
+
+
+CHOICES = [  # (what the artifact holds, what the machine has, the backend auto picks)
+    (("engine", "checkpoint"), CONTAINER_GPU, "engine"),
+    (("engine", "checkpoint"), NO_TRTLLM, "reference"),
+    (("engine", "checkpoint"), NO_ENGINE_BACKEND, "reference"),
+    (("engine", "checkpoint"), TRTLLM_NO_GPU, "reference"),
+    (("hf", "checkpoint"), CONTAINER_GPU, "pytorch"),
+    (("hf", "checkpoint"), NO_ENGINE_BACKEND, "pytorch"),
+    (("hf", "checkpoint"), NO_TRTLLM, "reference"),
+    (("hf", "checkpoint"), TRTLLM_NO_GPU, "reference"),
+    (("engine", "hf", "checkpoint"), CONTAINER_GPU, "engine"),
+    (("engine", "hf", "checkpoint"), NO_ENGINE_BACKEND, "pytorch"),
+    (("engine", "hf", "checkpoint"), NO_TRTLLM, "reference"),
+    (("engine", "hf"), NO_ENGINE_BACKEND, "pytorch"),
+    (("hf",), CONTAINER_GPU, "pytorch"),
+    (("engine",), CONTAINER_GPU, "engine"),
+    # nothing runs here and there is no checkpoint: the TensorRT-LLM runner is picked, and its error says why
+    (("engine",), NO_TRTLLM, "engine"),
+    (("hf",), NO_TRTLLM, "pytorch"),
+    (("engine", "hf"), NO_TRTLLM, "engine"),
+]
+
+
+@pytest.mark.parametrize(("holds", "host", "expected"), CHOICES)
+def test_auto_backend_by_what_the_artifact_holds_and_the_machine_has(tmp_path, holds, host, expected):
+    art = artifact(tmp_path / "a", *holds)
+    assert resolve_backend(art, host=host) == expected
+    for explicit in ("reference", "engine", "pytorch"):
+        assert resolve_backend(art, explicit, host=host) == explicit  # an explicit --backend is taken as asked
+
+
+def test_the_reason_is_given(tmp_path):
+    art = artifact(tmp_path / "a", "engine", "hf", "checkpoint")
+    chosen, why = choose_backend(art, host=NO_ENGINE_BACKEND)
+    assert chosen == "pytorch" and why == "hf/ present and this machine runs it"
+    chosen, why = choose_backend(art, host=NO_TRTLLM)
+    assert chosen == "reference" and "engine/ needs TensorRT-LLM on a GPU: tensorrt_llm is not installed here" in why
+    chosen, why = choose_backend(art, host=TRTLLM_NO_GPU)
+    assert "no NVIDIA GPU is visible" in why
+
+
+def test_a_checkpoint_alone_does_not_probe_the_machine(tmp_path, monkeypatch):
+    import runtime.select as sel
+
+    def probe():
+        raise AssertionError("probed the machine for a checkpoint-only artifact")
+
+    monkeypatch.setattr(sel, "detect_host", probe)
+    assert resolve_backend(artifact(tmp_path / "a", "checkpoint")) == "reference"
+
+
+def test_nothing_to_run_and_unknown_backend(tmp_path):
     with pytest.raises(BackendUnavailable, match="nothing to run"):
         resolve_backend(tmp_path / "empty")
+    with pytest.raises(BackendUnavailable, match="choose one of auto, reference, engine, pytorch"):
+        resolve_backend(tmp_path, "tensorrt")
+
+
+def test_a_bare_engine_directory_is_its_own_engine(tmp_path):
+    d = tmp_path / "engines"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "rank0.engine").write_bytes(b"")
+    assert engine_dir(d) == d and checkpoint_dir(d) is None
+    assert resolve_backend(d, host=CONTAINER_GPU) == "engine"
 
 
 def test_bare_checkpoint_dir_is_its_own_checkpoint(tmp_path):
