@@ -6,7 +6,8 @@ What an artifact can hold, and what runs it:
     hf/           unified HF checkpoint        -> PyTorchRunner  (needs TensorRT-LLM and a GPU)
     checkpoint/   TensorRT-LLM checkpoint      -> the reference runner (torch, CPU or GPU)
 
-`--backend auto` takes the first row that the artifact holds AND this machine can run, in that order. When the
+`--backend auto` takes the first row that the artifact holds AND this machine can run, in that order (the PyTorch
+backend starts its own tp x pp workers, so it is not picked for a process that is one of several launched ranks). When the
 artifact holds engines or an HF export but the machine runs neither, and there is no checkpoint to fall back to, it
 still picks the TensorRT-LLM runner, whose error then says what is missing. The choice and its reason are logged.
 """
@@ -131,9 +132,13 @@ def choose_backend(artifact_dir: str | Path, backend: str = "auto", host: Host |
     skipped = []
     if holds["engine"] or holds["pytorch"]:
         host = detect_host() if host is None else host
+        ranks = world_from_env().size
+        llm_api = host.llm_api() or (
+            f"it starts its own worker processes, and this is one of {ranks} launched ranks" if ranks > 1 else None
+        )
         for name, what, why_not in (
             ("engine", "engine/", host.engines()),
-            ("pytorch", "hf/", host.llm_api()),
+            ("pytorch", "hf/", llm_api),
         ):
             if holds[name]:
                 if why_not is None:

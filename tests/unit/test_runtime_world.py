@@ -244,6 +244,14 @@ def test_the_reason_is_given(tmp_path):
     assert "no NVIDIA GPU is visible" in why
 
 
+def test_the_pytorch_backend_is_not_picked_for_one_of_several_launched_ranks(tmp_path, monkeypatch):
+    art = artifact(tmp_path / "a", "hf", "checkpoint")
+    for k, v in LAUNCHES["mpirun (OpenMPI)"][0].items():
+        monkeypatch.setenv(k, v)
+    chosen, why = choose_backend(art, host=CONTAINER_GPU)
+    assert chosen == "reference" and "one of 4 launched ranks" in why
+
+
 def test_a_checkpoint_alone_does_not_probe_the_machine(tmp_path, monkeypatch):
     import runtime.select as sel
 
