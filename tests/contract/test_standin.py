@@ -131,7 +131,7 @@ def test_trtq_fails_against_a_record_without_what_it_calls(monkeypatch, tmp_path
 
     from builder.recipe import Recipe
     from builder.stages import build
-    from builder.stages._gpu import Gpu
+    from runtime.gpu import Gpu
 
     record = load_record()
     sym = record["symbols"][symbol]
@@ -149,7 +149,7 @@ def test_trtq_fails_against_a_record_without_plugin_validate(monkeypatch, tmp_pa
 
     from builder.recipe import Recipe
     from builder.stages import build
-    from builder.stages._gpu import Gpu
+    from runtime.gpu import Gpu
 
     record = load_record()
     del record["symbols"]["tensorrt_llm.plugin.PluginConfig"]["methods"]["validate"]
