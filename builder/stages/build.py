@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 import shutil
 import time
@@ -24,12 +23,11 @@ from builder.model.load import TOKENIZER_FILES
 from builder.recipe.schema import EngineSpec, Recipe
 from runtime.formats import sm_problem
 from runtime.gpu import Gpu, local_gpus
+from runtime.runners._trtllm import has_engine_backend, parse_version
 
 log = logging.getLogger("trtq.engine")
 
 CONTAINER = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
-# The TensorRT engine backend (trtllm-build, tensorrt_llm.builder, ModelRunner*) is removed from 1.3.0rc21 on.
-LAST_WITH_TRT_BACKEND = (1, 3, 0, "rc", 20)
 NAME = "engine"
 VERB = "build"
 AFTER = ("checkpoint",)
@@ -114,20 +112,10 @@ def trtllm_build_command(engine: EngineSpec, checkpoint: Path, output: Path) -> 
 
 
 # ---------------------------------------------------------------------------------------------- preflight
-def _parse_version(v: str) -> tuple:
-    m = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:\.?(rc|a|b|dev|post)\.?(\d+))?", v)
-    if not m:
-        return ()
-    major, minor, patch, tag, num = m.groups()
-    # A final release sorts after its release candidates: ("rc", n) < ("~",) since "~" > any letter.
-    return (int(major), int(minor), int(patch), *((tag, int(num)) if tag and tag != "post" else ("~",)))
-
-
 def check_trtllm_version(v: str) -> None:
-    parsed = _parse_version(v)
-    if not parsed:
+    if not parse_version(v):
         raise StageFailed(f"engine: cannot read the tensorrt_llm version '{v}': use {CONTAINER}")
-    if parsed > LAST_WITH_TRT_BACKEND:
+    if not has_engine_backend(v):
         raise StageFailed(
             f"engine: tensorrt_llm {v} has no TensorRT engine backend (removed after 1.3.0rc20): "
             f"build engines in {CONTAINER}, or use targets [hf] for the PyTorch backend"
@@ -205,6 +193,7 @@ def build_config(recipe: Recipe, ckpt_config: dict[str, Any], scratch_cache: Pat
         # trtllm-build turns the fused MLP off for every quantization but FP8 and mixed precision.
         use_fused_mlp=quant_algo in (None, "FP8", "MIXED_PRECISION"),
     )
+    plugin.validate()  # as trtllm-build does after PluginConfig.from_arguments: plugins this GPU's SM lacks raise
     return BuildConfig(
         max_input_len=engine.max_input_len,
         max_seq_len=engine.max_seq_len,
@@ -254,7 +243,8 @@ def build_engines(recipe: Recipe, checkpoint: Path, out: Path, recipe_file: str 
         scratch.unlink(missing_ok=True)
         _forget_scratch_path(out / "config.json", scratch)
     except (RuntimeError, AssertionError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        first = lines[0] + (f": {lines[1].strip()}" if "validation error" in lines[0] and len(lines) > 1 else "")
         raise StageFailed(f"engine: TensorRT-LLM failed to build: {first} (reproduce with: {command})") from e
     missing = [f"rank{r}.engine" for r in range(world) if not (out / f"rank{r}.engine").is_file()]
     if missing or not (out / "config.json").is_file():

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from runtime.errors import TrtqError
-from runtime.manifest import Manifest, ManifestError, read_manifest
+from runtime.manifest import FILENAME, Manifest, ManifestError, read_manifest
 from runtime.runners.base import TokenOutput
 
 CONTAINER = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
+# The TensorRT engine backend (trtllm-build, tensorrt_llm.builder, ModelRunner*) is removed from 1.3.0rc21 on.
+LAST_WITH_ENGINE_BACKEND = (1, 3, 0, "rc", 20)
+
+
+def parse_version(v: str) -> tuple:
+    """'1.2.1' -> (1, 2, 1, '~'); '1.3.0rc20' -> (1, 3, 0, 'rc', 20); () when unreadable. A final release sorts after
+    its release candidates ('~' > any letter); .postN counts as the release."""
+    m = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:\.?(rc|a|b|dev|post)\.?(\d+))?", v)
+    if not m:
+        return ()
+    major, minor, patch, tag, num = m.groups()
+    return (int(major), int(minor), int(patch), *((tag, int(num)) if tag and tag != "post" else ("~",)))
+
+
+def has_engine_backend(version: str) -> bool:
+    """Whether TensorRT-LLM ``version`` still has the TensorRT engine backend (releases up to 1.3.0rc20)."""
+    parsed = parse_version(version)
+    return bool(parsed) and parsed <= LAST_WITH_ENGINE_BACKEND
 
 
 class RunnerError(TrtqError):
@@ -39,7 +59,12 @@ def require_trtllm(what: str) -> ModuleType:
         ) from None
 
 
-def manifest_for(artifact_dir: Path) -> Manifest:
+def optional_manifest(artifact_dir: Path) -> Manifest | None:
+    """The artifact's manifest when it has one. A build in progress has none (the pipeline drops it before the stages
+    run and writes it last), and a bare engine or checkpoint directory never has one: runners read their layout from
+    the files they load and use the manifest, when present, only to cross-check."""
+    if not (Path(artifact_dir) / FILENAME).is_file():
+        return None
     try:
         return read_manifest(artifact_dir)
     except ManifestError as e:
@@ -52,9 +77,16 @@ def layout(manifest: Manifest) -> tuple[int, int, int]:
     return tp, pp, int(manifest.parallel.get("world_size", tp * pp))
 
 
-def check_world(manifest: Manifest, artifact_dir: Path, world_size: int) -> None:
+def mapping_layout(config: dict[str, Any]) -> tuple[int, int, int]:
+    """(tp, pp, world size) from a TensorRT-LLM config.json: an engine's (its pretrained_config.mapping) or a
+    checkpoint's (its mapping)."""
+    mapping = (config.get("pretrained_config") or config).get("mapping") or {}
+    tp, pp = int(mapping.get("tp_size", 1)), int(mapping.get("pp_size", 1))
+    return tp, pp, int(mapping.get("world_size", tp * pp))
+
+
+def check_world(tp: int, pp: int, n: int, artifact_dir: Path, world_size: int) -> None:
     """Before loading anything: an engine artifact runs on exactly tp x pp MPI ranks."""
-    tp, pp, n = layout(manifest)
     if world_size != n:
         raise WorldSizeError(
             f"{artifact_dir}: built for tp={tp} x pp={pp} = {n} rank(s), but this run has {world_size}: "

@@ -23,7 +23,8 @@ from runtime.runners._trtllm import (
     end_id_of,
     holdback,
     layout,
-    manifest_for,
+    mapping_layout,
+    optional_manifest,
     require_trtllm,
 )
 from runtime.runners.base import Sampling, StreamCallback, TokenOutput
@@ -46,11 +47,14 @@ class EngineRunner:
 
     @classmethod
     def open(cls, artifact_dir: Path, rank: int, world_size: int) -> EngineRunner:
-        """Open the artifact's engines for this MPI rank; checks the world size against the manifest first."""
+        """Open the engines of ``artifact_dir`` (its engine/, or the directory itself when it holds config.json +
+        rank0.engine) for this MPI rank. The layout comes from the engines' own config.json, so no manifest is needed
+        (a build's verify stage runs before the manifest exists); when the artifact has one, it must agree. The world
+        size is checked before anything is loaded."""
+        from runtime.select import engine_dir as find_engine_dir
+
         artifact_dir = Path(artifact_dir)
-        manifest = manifest_for(artifact_dir)
-        check_world(manifest, artifact_dir, world_size)
-        engine_dir = artifact_dir / "engine"
+        engine_dir = find_engine_dir(artifact_dir) or artifact_dir / "engine"
         config_path = engine_dir / "config.json"
         if not config_path.is_file():
             raise RunnerError(
@@ -58,12 +62,11 @@ class EngineRunner:
                 "build inside the TensorRT-LLM container"
             )
         config = json.loads(config_path.read_text())
-        mapping = (config.get("pretrained_config") or {}).get("mapping") or {}
-        _, _, n = layout(manifest)
-        if int(mapping.get("world_size", 1)) != n:
-            raise RunnerError(
-                f"{config_path}: engines for {mapping.get('world_size')} ranks, manifest says {n}: rebuild"
-            )
+        tp, pp, n = mapping_layout(config)
+        manifest = optional_manifest(artifact_dir)
+        if manifest is not None and layout(manifest)[2] != n:
+            raise RunnerError(f"{config_path}: engines for {n} ranks, manifest says {layout(manifest)[2]}: rebuild")
+        check_world(tp, pp, n, artifact_dir, world_size)
         if not (engine_dir / f"rank{rank}.engine").is_file():
             raise RunnerError(f"{engine_dir}: rank{rank}.engine is missing: rebuild the engines")
         build_config = config.get("build_config") or {}

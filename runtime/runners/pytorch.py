@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,8 @@ from runtime.runners._trtllm import (
     end_id_of,
     holdback,
     layout,
-    manifest_for,
+    mapping_layout,
+    optional_manifest,
     require_trtllm,
 )
 from runtime.runners.base import Sampling, StreamCallback, TokenOutput
@@ -39,10 +41,10 @@ class PyTorchRunner:
 
     @classmethod
     def open(cls, artifact_dir: Path, rank: int, world_size: int) -> PyTorchRunner:
-        """Load the artifact's `hf/` checkpoint with tp/pp from the manifest (world size checked first)."""
+        """Load the artifact's `hf/` checkpoint with the artifact's tp/pp (world size checked first): from the manifest,
+        else (a build's verify stage, before the manifest exists) from the TensorRT-LLM checkpoint's mapping, else 1."""
         artifact_dir = Path(artifact_dir)
-        manifest = manifest_for(artifact_dir)
-        tp, pp, n = layout(manifest)
+        tp, pp, n = _parallel(artifact_dir)
         if world_size not in (1, n) or rank != 0:
             raise WorldSizeError(
                 f"{artifact_dir}: the PyTorch backend starts its own {n} worker process(es) (tp={tp} x pp={pp}): "
@@ -118,3 +120,14 @@ class PyTorchRunner:
         if self._llm is not None:
             self._llm.shutdown()
             self._llm = None
+
+
+def _parallel(artifact_dir: Path) -> tuple[int, int, int]:
+    """(tp, pp, world size) the artifact was made for; the unified HF checkpoint itself is not split."""
+    manifest = optional_manifest(artifact_dir)
+    if manifest is not None:
+        return layout(manifest)
+    config = artifact_dir / "checkpoint" / "config.json"
+    if config.is_file():
+        return mapping_layout(json.loads(config.read_text()))
+    return 1, 1, 1

@@ -22,12 +22,19 @@ def standin(monkeypatch):
     return s
 
 
+def _fake_host(monkeypatch, tensorrt_llm: str | None, gpus: int) -> None:
+    import runtime.select as sel
+
+    monkeypatch.setattr(sel, "detect_host", lambda: sel.Host(tensorrt_llm, gpus))
+
+
 def _fake_gpu(monkeypatch, name: str, cc: str, mib: int) -> None:
     from builder.stages import build
     from runtime import gpu as _gpu
 
     gpus = [] if name is None else [_gpu.Gpu(name, cc, mib * 1024 * 1024)]
     monkeypatch.setattr(build, "local_gpus", lambda: gpus)
+    _fake_host(monkeypatch, "1.2.1", len(gpus))  # what runtime.select sees: the stand-in release on these GPUs
 
 
 @pytest.fixture

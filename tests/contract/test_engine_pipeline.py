@@ -87,3 +87,33 @@ def test_without_tensorrt_llm_stops_with_the_container_command(tiny, tmp_path):
     assert len(errors) == 1, failed.stderr
     assert "nvcr.io/nvidia/tensorrt-llm/release:1.2.1" in errors[0] and "--until export" in errors[0]
     assert f"trtllm-build --checkpoint_dir {tmp_path / 'root' / 'tiny-eng' / 'checkpoint'}" in errors[0]
+
+
+def test_verify_prompts_run_on_the_engines_during_the_build(standin, tiny, tmp_path):
+    """verify.prompts with an engine target: the gate opens the engine runner while the manifest does not exist yet
+    (the pipeline drops it before the stages run and writes it last), reading the layout from engine/config.json."""
+    from builder.recipe.load import load_recipe
+
+    from builder import pipeline
+    from builder.errors import StageFailed
+    from runtime.manifest import read_manifest
+
+    prompts = [{"prompt": "The capital of France is", "regex": ".", "max_tokens": 4, "chat": False}]
+    body = {"parallel": {"tp": 1, "pp": 1}, "verify": {"reference": False, "prompts": prompts}}
+    recipe, recipe_dir = load_recipe(write_recipe(tmp_path / "r.yaml", tiny, **body), ())
+    outcome = pipeline.build(recipe, recipe_dir, tmp_path / "root")
+    art = tmp_path / "root" / "tiny-eng"
+    assert outcome.status == "complete" and {"engine", "verify"} <= set(outcome.ran)
+    ran = json.loads((art / "verify" / "prompts.json").read_text())
+    assert ran["backend"] == "engine" and ran["passed"] and ran["results"][0]["output"]
+    (opened,) = standin.called("tensorrt_llm.runtime.ModelRunnerCpp.from_dir")
+    assert opened["engine_dir"] == str(art / "engine") and opened["rank"] == 0
+    (gen,) = standin.called("tensorrt_llm.runtime.ModelRunnerCpp.generate")
+    assert gen["max_new_tokens"] == 4
+    assert read_manifest(art).status == "complete"
+
+    # the gate really judges the engines' output: an expectation they cannot meet fails the build
+    prompts[0]["expect"] = "no toy model says this"
+    recipe, recipe_dir = load_recipe(write_recipe(tmp_path / "r2.yaml", tiny, **body), ())
+    with pytest.raises(StageFailed, match="does not contain 'no toy model says this'"):
+        pipeline.build(recipe, recipe_dir, tmp_path / "root")

@@ -36,6 +36,7 @@ def test_builds_one_engine_per_rank_with_conforming_calls(standin, tmp_path):
     assert bc["output_timing_cache"] == str(out / "timing.cache") and not (out / "timing.cache").exists()
     (pc,) = standin.called("tensorrt_llm.plugin.PluginConfig")
     assert pc["dtype"] == "float16" and pc["use_fused_mlp"] is True
+    assert standin.called("tensorrt_llm.plugin.PluginConfig.validate") == [{}]  # as trtllm-build does
     (pb,) = standin.called("tensorrt_llm.commands.build.parallel_build")
     assert pb["ckpt_dir"] == str(ckpt) and pb["output_dir"] == str(out) and pb["workers"] == 1
     assert (out / "generation_config.json").is_file()  # runners find the EOS id next to the engines

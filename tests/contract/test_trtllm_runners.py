@@ -217,3 +217,42 @@ def test_bench_drives_the_engine_runner_like_any_other(standin, tmp_path):
     assert {c["end_id"] for c in calls} == {-1}  # never generated: every sequence runs to output_len
     assert all(len(c["batch_input_ids"]) == 2 and len(c["batch_input_ids"][0]) == 5 for c in calls)
     assert out["tokens_per_s"]["mean"] > 0 and out["ttft_s"]["mean"] > 0
+
+
+# ---------------------------------------------------------------------------------------------- automatic choice
+def test_auto_picks_the_pytorch_backend_for_a_checkpoint_and_hf_export(standin, tmp_path):
+    """checkpoint/ + hf/ on a machine with TensorRT-LLM and a GPU: TensorRT-LLM's PyTorch backend, not the CPU
+    reference; without a manifest (a build's verify stage) tp/pp come from the checkpoint's mapping."""
+    from runtime.runners.pytorch import PyTorchRunner
+    from runtime.select import open_runner
+
+    art = tmp_path / "art"
+    fake_checkpoint(art / "checkpoint", tp=2, pp=1)
+    (art / "hf").mkdir()
+    (art / "hf" / "config.json").write_text('{"eos_token_id": 2, "architectures": ["LlamaForCausalLM"]}')
+    runner = open_runner(art)
+    assert isinstance(runner, PyTorchRunner)
+    (call,) = standin.called("tensorrt_llm.LLM")
+    assert call["tensor_parallel_size"] == 2 and "pipeline_parallel_size" not in call
+    runner.close()
+
+
+def test_auto_picks_the_engines_of_a_bare_engine_directory(standin, tmp_path):
+    from runtime.runners.engine import EngineRunner
+    from runtime.select import open_runner
+
+    art = engine_artifact(tmp_path, standin)
+    (art / "manifest.json").unlink()
+    runner = open_runner(art / "engine")  # trtllm-build's output directory itself, no manifest anywhere
+    assert isinstance(runner, EngineRunner) and runner.engine_dir == art / "engine"
+    (out,) = runner.generate([[5, 6]], Sampling(max_new_tokens=3, end_id=END))
+    assert out.token_ids == expected(standin, [5, 6], 3)
+
+
+def test_engines_and_manifest_must_agree(standin, tmp_path):
+    from runtime.runners.engine import EngineRunner
+
+    art = engine_artifact(tmp_path, standin, tp=2)
+    write_manifest(art, 1, 1)
+    with pytest.raises(RunnerError, match="engines for 2 ranks, manifest says 1: rebuild"):
+        EngineRunner.open(art, rank=0, world_size=2)

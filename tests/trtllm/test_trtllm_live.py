@@ -1,6 +1,7 @@
 """The real thing: the contract record against the installed TensorRT-LLM, then a tiny model built and run on a GPU.
 
-Run inside the container:  pytest -m trtllm tests/trtllm -ra
+The record (tests/contract/trtllm_v1_2_1.json) could not be read at the v1.2.1 tag (see its `source`); these tests
+are where the tag itself answers. Run inside the container:  pytest -m trtllm tests/trtllm -ra
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-RECORD = json.loads((Path(__file__).resolve().parents[1] / "contract" / "trtllm_v1_2_1.json").read_text())["symbols"]
+RECORD_FILE = Path(__file__).resolve().parents[1] / "contract" / "trtllm_v1_2_1.json"
+RECORD = json.loads(RECORD_FILE.read_text())["symbols"]
 
 
 def _resolve(dotted: str):
@@ -57,6 +59,48 @@ def test_recorded_parameters_exist_with_recorded_defaults(name):
             and not str(p["default"]).startswith("<")
         ):
             assert params[p["name"]].default == p["default"], (name, p["name"], params[p["name"]].default)
+
+
+@pytest.mark.parametrize("cls_name", ["tensorrt_llm.builder.BuildConfig", "tensorrt_llm.plugin.PluginConfig"])
+def test_config_classes_are_the_recorded_pydantic_models(cls_name):
+    """Both are pydantic models at the tag (PluginConfig read so; BuildConfig per PR #8330): their fields and defaults
+    are the recorded ones. A difference means the record (and so the stand-in) must be corrected from this output."""
+    cls = _resolve(cls_name)
+    assert hasattr(cls, "model_fields"), f"{cls_name} is not a pydantic model at {_version()}: fix the record's kind"
+    real = {name: f.default for name, f in cls.model_fields.items()}
+    recorded = {p["name"]: p["default"] for p in RECORD[cls_name]["params"]}
+    assert set(real) == set(recorded), {"missing from the record": set(real) - set(recorded),
+                                        "not in the release": set(recorded) - set(real)}  # fmt: skip
+    plain = {k for k, v in recorded.items() if not (isinstance(v, str) and v.startswith("<"))}
+    assert {k: _plain(real[k]) for k in plain} == {k: recorded[k] for k in plain}
+
+
+def test_plugin_validate_is_the_recorded_instance_method():
+    from tensorrt_llm.plugin import PluginConfig
+
+    method = inspect.getattr_static(PluginConfig, "validate")
+    assert not isinstance(method, classmethod), "PluginConfig.validate is pydantic's classmethod, not TensorRT-LLM's"
+    PluginConfig(dtype="float16").validate()
+    from tensorrt_llm._utils import get_sm_version  # what validate() checks
+
+    assert get_sm_version() > 0
+
+
+def test_kv_cache_type_is_the_python_wrapper():
+    from tensorrt_llm.llmapi.kv_cache_type import KVCacheType
+
+    assert KVCacheType("paged") is KVCacheType.PAGED and KVCacheType("PAGED") is KVCacheType.PAGED
+
+
+def _version() -> str:
+    import tensorrt_llm
+
+    return str(tensorrt_llm.__version__)
+
+
+def _plain(value):
+    """A default as the record writes it: enums by value, None/bool/int/str as is."""
+    return getattr(value, "value", value)
 
 
 @pytest.mark.parametrize("cls_name", ["tensorrt_llm.builder.BuildConfig", "tensorrt_llm.plugin.PluginConfig"])

@@ -27,7 +27,7 @@ import types
 from dataclasses import dataclass, field
 from importlib.machinery import ModuleSpec
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 RECORD_PATH = Path(__file__).resolve().parents[1] / "trtllm_v1_2_1.json"
 _REQUIRED = "<required>"
@@ -60,6 +60,7 @@ class StandIn:
     rank: int = 0
     world_size: int = 1
     version: str = "1.2.1"
+    sm: int = 90  # tensorrt_llm._utils.get_sm_version(): what PluginConfig.validate() checks
     vocab: int = 512
     end_after: int | None = None  # emit end_id after this many generated tokens
     end_counts_in_length: bool = True  # whether ModelRunnerCpp's sequence_lengths count the end_id token
@@ -129,96 +130,106 @@ class KVCacheType(str, enum.Enum):
         return None
 
 
-_DTYPES = {"auto", "float16", "float32", "bfloat16", "int32", None}
-_GEMM_DTYPES = _DTYPES | {"fp8", "nvfp4"}
+_DEFAULT_PLUGIN_DTYPE = Literal["auto", "float16", "float32", "bfloat16", "int32", None]
+
+
+def _annotation(text: str, names: dict[str, Any]):
+    """A recorded annotation ("Optional[Literal['fp8', None]]") as a typing object; names the record uses resolve in
+    ``names``."""
+    scope = {"Optional": Optional, "Literal": Literal, "str": str, "int": int, "bool": bool, **names}
+    return eval(text, {"__builtins__": {}}, scope)  # noqa: S307 - our own record
 
 
 def _make_plugin_config(standin: StandIn, rec: dict[str, Any]):
-    fields = {p["name"]: p.get("default") for p in rec["params"]}
-    dtype_fields = {n for n, v in fields.items() if v == "auto" or n.endswith("_plugin") and not isinstance(v, bool)}
+    """PluginConfig as tensorrt_llm/plugin/plugin.py defines it (record: file id 196834873): a pydantic model with
+    validate_assignment, 'enable'/'disable' strings mapped to True/False/None, 'auto' reading as dtype, dtype 'auto'
+    refused, and validate() refusing the plugins the GPU's SM lacks. Unlike the release (extra='ignore'), unknown
+    keywords are refused: the release would drop a misspelled setting silently, which for trtq is a bug."""
+    from pydantic import BaseModel, ConfigDict, create_model, field_validator
 
-    class PluginConfig:
-        def __init__(self, **kwargs):
-            unknown = sorted(set(kwargs) - set(fields))
-            if unknown:  # the real pydantic model ignores extras; silently losing a setting is a trtq bug
-                raise TypeError(f"PluginConfig has no field(s) {unknown}")
-            values = dict(fields)
-            for k, v in kwargs.items():
-                values[k] = self._check(k, v)
-            if values["dtype"] in ("auto", None):
-                raise ValueError("PluginConfig.dtype must be a concrete dtype ('auto' raises)")
-            self.__dict__["_values"] = values
-            standin.calls.append(("tensorrt_llm.plugin.PluginConfig", dict(kwargs)))
+    fields = {p["name"]: (_annotation(p["annotation"], {"DefaultPluginDtype": _DEFAULT_PLUGIN_DTYPE}), p["default"])
+              for p in rec["params"]}  # fmt: skip
+    methods = rec.get("methods", {})
 
-        @staticmethod
-        def _check(k, v):
-            if v == "disable":
-                return None if k in dtype_fields else False
-            if v == "enable":
-                return True
-            if k == "dtype":
-                if v not in ("float16", "bfloat16", "float32"):
-                    raise ValueError(f"PluginConfig.dtype: {v!r}")
-            elif k == "gemm_plugin":
-                if v not in _GEMM_DTYPES:
-                    raise ValueError(f"PluginConfig.gemm_plugin: {v!r} not in {sorted(map(str, _GEMM_DTYPES))}")
-            elif k in dtype_fields:
-                if v not in _DTYPES:
-                    raise ValueError(f"PluginConfig.{k}: {v!r} not in {sorted(map(str, _DTYPES))}")
-            elif isinstance(fields[k], bool) and not isinstance(v, bool):
-                raise ValueError(f"PluginConfig.{k}: expected a bool, got {v!r}")
-            elif isinstance(fields[k], int) and not isinstance(fields[k], bool) and not isinstance(v, int):
-                raise ValueError(f"PluginConfig.{k}: expected an int, got {v!r}")
+    class _PluginConfigBase(BaseModel):
+        model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+        def __init__(self, **data):
+            super().__init__(**data)
+            standin.calls.append(("tensorrt_llm.plugin.PluginConfig", dict(data)))
+
+        def __getattribute__(self, name: str) -> Any:
+            value = object.__getattribute__(self, name)
+            if name != "dtype" and isinstance(value, str) and value == "auto":
+                return self.dtype
+            return value
+
+        @field_validator("dtype", check_fields=False)
+        @classmethod
+        def validate_dtype_not_auto(cls, v: str) -> str:
+            if v == "auto":
+                raise ValueError("Plugin dtype cannot be 'auto'")
             return v
 
-        def __getattr__(self, k):
-            values = self.__dict__["_values"]
-            if k not in values:
-                raise AttributeError(k)
-            v = values[k]
-            return values["dtype"] if v == "auto" else v  # 'auto' reads as the model dtype, like the release
+        @field_validator("*", mode="before")
+        @classmethod
+        def convert_enable_disable(cls, value, info):
+            if isinstance(value, str) and value == "enable":
+                return True
+            if isinstance(value, str) and value == "disable":
+                annotation = cls.model_fields[info.field_name].annotation
+                if annotation is bool or (get_origin(annotation) is Union and bool in get_args(annotation)):
+                    return False
+                return None
+            return value
 
-        def __setattr__(self, k, v):
-            if k not in fields:
-                raise AttributeError(f"PluginConfig has no field {k}")
-            self.__dict__["_values"][k] = self._check(k, v)
+    if "validate" in methods:  # only what the record has: without it, pydantic's own (classmethod) validate is left
+        unsupported = methods["validate"]["unsupported_plugins"]
 
-        def model_dump(self):
-            return dict(self.__dict__["_values"])
+        def validate(self):
+            standin.calls.append(("tensorrt_llm.plugin.PluginConfig.validate", {}))
+            for plugin in unsupported.get(str(standin.sm), []):
+                val = getattr(self, plugin, None)
+                if val is not None and val is not False:
+                    raise NotImplementedError(f"{plugin}={val} is not supported on SM {standin.sm}.")
 
-    return PluginConfig
+        _PluginConfigBase.validate = validate
+    return create_model("PluginConfig", __base__=_PluginConfigBase, **fields)
 
 
 def _make_build_config(standin: StandIn, rec: dict[str, Any], plugin_cls):
-    sig = signature_of(rec["params"])
-    ints = {"max_input_len", "max_batch_size", "max_beam_width", "max_num_tokens", "opt_batch_size"}
+    """BuildConfig as a pydantic model (PR #8330) over the fields and annotations of the last dataclass version read
+    (record: file id 205252225). Keywords only; values validated by type (kv_cache_type takes the KVCacheType enum or
+    its value); unknown keywords refused (see PluginConfig). No cross-field check: max_input_len > max_seq_len is
+    clipped at build time, as build() does."""
+    from pydantic import BaseModel, ConfigDict, Field, create_model
 
-    class BuildConfig:
-        def __init__(self, *args, **kwargs):
-            bound = sig.bind(*args, **kwargs)
-            bound.apply_defaults()
-            values = dict(bound.arguments)
-            for k in ints | {"max_seq_len", "opt_num_tokens"}:
-                v = values.get(k)
-                if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                    raise ValueError(f"BuildConfig.{k}: expected a positive int, got {v!r}")
-            if values["kv_cache_type"] is not None and not isinstance(values["kv_cache_type"], KVCacheType):
-                raise TypeError(f"BuildConfig.kv_cache_type: expected KVCacheType, got {values['kv_cache_type']!r}")
-            if values["plugin_config"] is not None and not isinstance(values["plugin_config"], plugin_cls):
-                raise TypeError("BuildConfig.plugin_config: expected a PluginConfig")
-            if values["max_seq_len"] is not None and values["max_input_len"] > values["max_seq_len"]:
-                raise ValueError("max_input_len must not exceed max_seq_len")
-            self.__dict__.update(values)
-            standin.calls.append(("tensorrt_llm.builder.BuildConfig", dict(kwargs)))
+    names = {"KVCacheType": KVCacheType, "PluginConfig": plugin_cls, "LoraConfig": dict, "SpeculativeDecodingMode": str}
+    factories = {"plugin_config": plugin_cls, "lora_config": dict}
+    fields = {}
+    for p in rec["params"]:
+        ann = _annotation(p["annotation"], names)
+        if p["name"] in factories:
+            fields[p["name"]] = (ann, Field(default_factory=factories[p["name"]]))
+        elif p["name"] == "speculative_decoding_mode":
+            fields[p["name"]] = (ann, "NONE")
+        else:
+            fields[p["name"]] = (ann, p["default"])
 
-        def to_dict(self):
-            d = {k: v for k, v in self.__dict__.items() if k != "plugin_config"}
-            d["kv_cache_type"] = (self.kv_cache_type or KVCacheType.PAGED).name
-            d["plugin_config"] = self.plugin_config.model_dump() if self.plugin_config else {}
-            return d
+    class _BuildConfigBase(BaseModel):
+        model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    BuildConfig.__signature__ = sig
-    return BuildConfig
+        def __init__(self, **data):
+            super().__init__(**data)
+            standin.calls.append(("tensorrt_llm.builder.BuildConfig", dict(data)))
+
+        def to_dict(self) -> dict[str, Any]:
+            out = {k: getattr(self, k) for k in type(self).model_fields}
+            out["kv_cache_type"] = out["kv_cache_type"].name if out["kv_cache_type"] is not None else None
+            out["plugin_config"] = self.plugin_config.model_dump()
+            return out
+
+    return create_model("BuildConfig", __base__=_BuildConfigBase, **fields)
 
 
 class _Mapping:
@@ -255,6 +266,7 @@ def _parallel_build(standin: StandIn, model_map, pretrained_cls, build_cls):
             raise KeyError(model_config.architecture)  # MODEL_MAP[architecture] in build_model
         if log_level not in ("internal_error", "error", "warning", "info", "verbose", "debug", "trace"):
             raise KeyError(log_level)
+        build_config = _at_build_time(build_config, model_config)
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         for rank in range(model_config.mapping.world_size):
@@ -268,6 +280,20 @@ def _parallel_build(standin: StandIn, model_map, pretrained_cls, build_cls):
         return True
 
     return body
+
+
+def _at_build_time(build_config, model_config):
+    """What build() does to (a copy of) the BuildConfig before building (record: _init_max_seq_len and
+    update_kv_cache_type): max_seq_len defaults to max_position_embeddings (2048 without one), max_input_len above it is
+    clipped, kv_cache_type None becomes PAGED."""
+    bc = build_config.model_copy(deep=True)
+    if bc.max_seq_len is None:
+        bc.max_seq_len = int(model_config.raw.get("max_position_embeddings") or 2048)
+    if bc.max_input_len > bc.max_seq_len:
+        bc.max_input_len = bc.max_seq_len
+    if bc.kv_cache_type is None:
+        bc.kv_cache_type = KVCacheType.PAGED
+    return bc
 
 
 # ---------------------------------------------------------------------------------------------- runtime side
@@ -530,9 +556,10 @@ def _make_llm_api(standin: StandIn, rec_llm, rec_sp):
 
 
 # ---------------------------------------------------------------------------------------------- install
-def install(monkeypatch, **knobs) -> StandIn:
-    """Put the stand-in `tensorrt_llm` (and `tensorrt`) into sys.modules for one test; return its recorder."""
-    record = load_record()
+def install(monkeypatch, record: dict[str, Any] | None = None, **knobs) -> StandIn:
+    """Put the stand-in `tensorrt_llm` (and `tensorrt`) into sys.modules for one test; return its recorder.
+    ``record``: a (modified) copy of the record to build it from instead of the file."""
+    record = load_record() if record is None else record
     s = record["symbols"]
     standin = StandIn(record=record, **knobs)
     for name in [m for m in sys.modules if m == "tensorrt_llm" or m.startswith("tensorrt_llm.")]:
@@ -543,6 +570,7 @@ def install(monkeypatch, **knobs) -> StandIn:
     root.mpi_world_size = lambda: standin.world_size
     utils = _module("tensorrt_llm._utils", monkeypatch)
     utils.mpi_rank, utils.mpi_world_size = root.mpi_rank, root.mpi_world_size
+    utils.get_sm_version = lambda: standin.sm
 
     plugin_cls = _make_plugin_config(standin, s["tensorrt_llm.plugin.PluginConfig"])
     _module("tensorrt_llm.plugin", monkeypatch).PluginConfig = plugin_cls
@@ -556,10 +584,13 @@ def install(monkeypatch, **knobs) -> StandIn:
     models.PretrainedConfig = _make_pretrained_config(standin, model_map)
     _module("tensorrt_llm.commands", monkeypatch)
     cmd = _module("tensorrt_llm.commands.build", monkeypatch)
+    # parallel_build hands **kwargs down to build_model, which reads only these (and trtllm-build adds use_fused_mlp)
+    build_kwargs = {k.split()[0] for k in s["tensorrt_llm.commands.build.build_model"]["kwargs_read"]}
     cmd.parallel_build = _strict(
         standin, "tensorrt_llm.commands.build.parallel_build",
         signature_of(s["tensorrt_llm.commands.build.parallel_build"]["params"]),
         _parallel_build(standin, model_map, models.PretrainedConfig, build_cls),
+        allowed_kwargs=build_kwargs | {"use_fused_mlp"},
     )  # fmt: skip
 
     runtime = _module("tensorrt_llm.runtime", monkeypatch)
