@@ -92,10 +92,9 @@ def test_without_tensorrt_llm_stops_with_the_container_command(tiny, tmp_path):
 def test_verify_prompts_run_on_the_engines_during_the_build(standin, tiny, tmp_path):
     """verify.prompts with an engine target: the gate opens the engine runner while the manifest does not exist yet
     (the pipeline drops it before the stages run and writes it last), reading the layout from engine/config.json."""
-    from builder.recipe.load import load_recipe
-
     from builder import pipeline
     from builder.errors import StageFailed
+    from builder.recipe.load import load_recipe
     from runtime.manifest import read_manifest
 
     prompts = [{"prompt": "The capital of France is", "regex": ".", "max_tokens": 4, "chat": False}]
