@@ -87,7 +87,7 @@ class BatchEngine:
             for a in plan.admit:
                 res.first.append(self._prefill(a))
             if plan.decode and self.running:
-                res.decoded = self._decode()
+                res.decoded = list(self._decode())  # a copy: the engine keeps (and compacts) its own
         return res
 
     def reset(self) -> None:
