@@ -1,0 +1,84 @@
+"""Serving SmolLM2-135M-Instruct on the CPU reference runtime: batching gain and TTFT under load.
+
+    PYTHONPATH=. python tests/bench/bench_serve.py [--work /tmp/trtq-serve-bench] [--output-len 64] [--requests 48]
+
+Builds recipes/smollm2-135m/bf16.yaml (checkpoint only; cached), starts `trtq serve` on a free loopback port and
+measures it with `trtq bench --url`'s code (runtime.bench.bench_url): one stream (16 requests, one at a time), then
+16 concurrent streams in a closed loop (--requests in total, so most requests arrive while the batch is busy).
+Prints the table the README shows: errors, output tokens/s (all streams), the batching gain (16 streams / 1),
+TTFT p50/p99 and the TTFT p50 ratio under load vs idle. Requests and time are capped; nothing leaves loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", type=Path, default=Path("/tmp/trtq-serve-bench"))
+    ap.add_argument("--output-len", type=int, default=64)
+    ap.add_argument("--input-words", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=48, help="requests at 16 streams (closed loop)")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    art = args.work / "smollm2-135m-bf16"
+    if not (art / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "builder.cli", "build", "recipes/smollm2-135m/bf16.yaml", "--root",
+                        str(args.work)], check=True, cwd=ROOT, env=env)  # fmt: skip
+    port = free_port()
+    cmd = [sys.executable, "-m", "builder.cli", "serve", str(art), "--port", str(port), "--max-batch-size", "16"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    import httpx
+
+    from runtime.bench import EndpointWorkload, bench_url
+
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        one = bench_url(url, EndpointWorkload(args.input_words, args.output_len, (1,), 16, 600.0))["levels"][0]
+        many = bench_url(url, EndpointWorkload(args.input_words, args.output_len, (16,), args.requests, 900.0))
+        many = many["levels"][0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    result = {"one": one, "sixteen": many}
+    (args.work / "bench_serve.json").write_text(json.dumps(result, indent=2))
+    print(f"SmolLM2-135M bf16, reference runtime, {args.input_words} prompt words, {args.output_len} tokens/request")
+    print("| streams | requests | errors | tokens/s | TTFT p50 / p99 | TPOT p50 / p99 |")
+    print("|---|---|---|---|---|---|")
+    for lv in (one, many):
+        t, p = lv["ttft_s"], lv["tpot_s"]
+        print(f"| {lv['concurrency']} | {lv['requests']} | {lv['errors']} | {lv['output_tokens_per_s']:.1f} | "
+              f"{1000 * t['p50']:.0f} / {1000 * t['p99']:.0f} ms | {1000 * p['p50']:.0f} / {1000 * p['p99']:.0f} ms |")  # fmt: skip
+    print(f"batching gain (tokens/s, 16 streams / 1): {many['output_tokens_per_s'] / one['output_tokens_per_s']:.2f}x")
+    print(f"TTFT p50 under load / idle: {many['ttft_s']['p50'] / one['ttft_s']['p50']:.2f}x (goal <= 2x)")
+
+
+if __name__ == "__main__":
+    main()
