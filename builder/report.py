@@ -226,12 +226,19 @@ def plot_serving(rows: list[dict[str, Any]], path: Path) -> bool:
         xs = [lv["concurrency"] for lv in levels]
         a1.plot(xs, [lv["output_tokens_per_s"] for lv in levels], marker="o", color=color, label=label)
         a2.plot(xs, [1000 * lv["ttft_s"]["p50"] for lv in levels], marker="o", color=color, label=f"{label} p50")
-        a2.plot(xs, [1000 * lv["ttft_s"]["p99"] for lv in levels], marker="x", linestyle="--", color=color,
-                label=f"{label} p99")  # fmt: skip
+        a2.plot(
+            xs,
+            [1000 * lv["ttft_s"]["p99"] for lv in levels],
+            marker="x",
+            linestyle="--",
+            color=color,
+            label=f"{label} p99",
+        )
         for lv in levels:
             if lv.get("errors"):
-                a1.annotate(f"{lv['errors']} err", (lv["concurrency"], lv["output_tokens_per_s"]), color="#c62828",
-                            fontsize=8)  # fmt: skip
+                a1.annotate(
+                    f"{lv['errors']} err", (lv["concurrency"], lv["output_tokens_per_s"]), color="#c62828", fontsize=8
+                )
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     ticks = sorted({lv["concurrency"] for _, levels in series for lv in levels})
@@ -366,15 +373,21 @@ def serving_lines(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         for rec in r.get("serving", []):
             w = rec["workload"]
-            out += [f"**{r['name']}** at {rec['url']}: {w['input_words']} prompt words, {w['output_len']} tokens "
-                    "per request", "", "| streams | requests | errors | tokens/s | TTFT p50 / p99 | TPOT p50 / p99 |",
-                    "|---|---|---|---|---|---|"]  # fmt: skip
+            out += [
+                f"**{r['name']}** at {rec['url']}: {w['input_words']} prompt words, {w['output_len']} tokens "
+                "per request",
+                "",
+                "| streams | requests | errors | tokens/s | TTFT p50 / p99 | TPOT p50 / p99 |",
+                "|---|---|---|---|---|---|",
+            ]
             for lv in rec["levels"]:
                 t, p = lv.get("ttft_s") or {}, lv.get("tpot_s") or {}
                 ms = lambda d, k: f"{1000 * d[k]:.0f} ms" if d else "–"  # noqa: E731
-                out.append(f"| {lv['concurrency']} | {lv['requests']} | {lv['errors']} | "
-                           f"{lv['output_tokens_per_s']:.1f} | {ms(t, 'p50')} / {ms(t, 'p99')} | "
-                           f"{ms(p, 'p50')} / {ms(p, 'p99')} |")  # fmt: skip
+                out.append(
+                    f"| {lv['concurrency']} | {lv['requests']} | {lv['errors']} | "
+                    f"{lv['output_tokens_per_s']:.1f} | {ms(t, 'p50')} / {ms(t, 'p99')} | "
+                    f"{ms(p, 'p50')} / {ms(p, 'p99')} |"
+                )
             out.append("")
     return out
 

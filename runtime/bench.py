@@ -124,7 +124,9 @@ def bench(runner, vocab_size: int, workload: Workload, avoid_ids: int = 0) -> di
 # ---------------------------------------------------------------------------------------------- endpoints
 # `trtq bench --url`: any OpenAI-compatible server (trtq serve, trtllm-serve, vLLM), measured from the client side.
 # Each request streams a completion (/v1/completions, or /v1/chat/completions with chat=True) of a seeded synthetic
-# prompt and asks for exactly output_len tokens (ignore_eos, which trtq serve, trtllm-serve and vLLM accept).
+# prompt and asks for exactly output_len tokens (ignore_eos, which trtq serve, trtllm-serve and vLLM accept), or with
+# output_spread a seeded length around it: equal lengths make a closed loop's requests finish, and so arrive, in
+# lockstep waves; spread lengths give the steady arrivals of real traffic (vLLM's --random-range-ratio).
 # TTFT = request sent -> first text chunk; TPOT = (last chunk - first chunk) / (tokens - 1); tokens come from the
 # final usage chunk (stream_options.include_usage) or, failing that, the number of text chunks. Per concurrency level
 # at most `concurrency` requests are in flight; a level sends `requests` requests (at least `concurrency`) and stops
@@ -180,6 +182,13 @@ class EndpointWorkload:
     max_seconds: float = 120.0
     chat: bool = False
     seed: int = 0
+    output_spread: float = 0.0  # request i asks for output_len * (1 + spread * u_i) tokens, u_i seeded in [-1, 1]
+
+    def max_tokens(self, i: int) -> int:
+        if not self.output_spread:
+            return self.output_len
+        u = random.Random(self.seed * 7919 + i).uniform(-1.0, 1.0)
+        return max(1, round(self.output_len * (1.0 + self.output_spread * u)))
 
     def prompt(self, i: int) -> str:
         rng = random.Random(self.seed * 100_003 + i)
@@ -199,8 +208,14 @@ def _pcts(xs: list[float]) -> dict[str, float] | None:
 async def _one_stream(client, url: str, model: str, w: EndpointWorkload, i: int) -> dict[str, Any]:
     import json
 
-    body: dict[str, Any] = {"model": model, "max_tokens": w.output_len, "temperature": 0.0, "stream": True,
-                            "stream_options": {"include_usage": True}, "ignore_eos": True}  # fmt: skip
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": w.max_tokens(i),
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,
+    }
     if w.chat:
         body["messages"] = [{"role": "user", "content": w.prompt(i)}]
         path = "/chat/completions"
@@ -236,8 +251,7 @@ async def _one_stream(client, url: str, model: str, w: EndpointWorkload, i: int)
     if first is None:
         return {"error": "no text in the stream"}
     n = tokens if tokens else chunks
-    return {"ttft": first - t0, "latency": end - t0, "tokens": n,
-            "tpot": (last - first) / (n - 1) if n > 1 else None}  # fmt: skip
+    return {"ttft": first - t0, "latency": end - t0, "tokens": n, "tpot": (last - first) / (n - 1) if n > 1 else None}
 
 
 async def _level(url: str, model: str, w: EndpointWorkload, concurrency: int, headers: dict[str, str]):
@@ -282,8 +296,9 @@ async def _level(url: str, model: str, w: EndpointWorkload, concurrency: int, he
     }
 
 
-def bench_url(url: str, workload: EndpointWorkload, model: str | None = None, api_key: str | None = None,
-              progress=None) -> dict[str, Any]:  # fmt: skip
+def bench_url(
+    url: str, workload: EndpointWorkload, model: str | None = None, api_key: str | None = None, progress=None
+) -> dict[str, Any]:
     """Measure an OpenAI-compatible endpoint (``url`` ends in /v1) at each concurrency level, one after another."""
     import asyncio
 
@@ -298,8 +313,15 @@ def bench_url(url: str, workload: EndpointWorkload, model: str | None = None, ap
         r.raise_for_status()
         model = r.json()["data"][0]["id"]
     w = workload
-    warm = asyncio.run(_level(url, model, EndpointWorkload(w.input_words, min(w.output_len, 4), (1,), 1, w.max_seconds,
-                                                           w.chat, w.seed + 1), 1, headers))  # fmt: skip
+    warm = asyncio.run(
+        _level(
+            url,
+            model,
+            EndpointWorkload(w.input_words, min(w.output_len, 4), (1,), 1, w.max_seconds, w.chat, w.seed + 1),
+            1,
+            headers,
+        )
+    )
     levels = []
     for c in w.concurrency:
         levels.append(asyncio.run(_level(url, model, w, c, headers)))
@@ -317,7 +339,7 @@ def bench_url(url: str, workload: EndpointWorkload, model: str | None = None, ap
             "max_seconds": w.max_seconds,
             "chat": w.chat,
             "concurrency": list(w.concurrency),
-        },  # fmt: skip
+        },
         "warmup_errors": warm["errors"],
         "levels": levels,
     }

@@ -17,14 +17,32 @@ from builder.cli._common import setup_logging
 @click.argument("artifact", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--url", default=None, help="Measure this OpenAI-compatible endpoint (…/v1) instead of running ARTIFACT.")
 @click.option("--concurrency", default="1,2,4,8,16", show_default=True, help="--url: concurrent streams per level.")
-@click.option("--requests", "n_requests", default=16, show_default=True, type=click.IntRange(1),
-              help="--url: requests per level (at least its concurrency).")  # fmt: skip
-@click.option("--max-seconds", default=120.0, show_default=True, type=click.FloatRange(1.0),
-              help="--url: stop issuing requests in a level after this long.")  # fmt: skip
+@click.option(
+    "--requests",
+    "n_requests",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="--url: requests per level (at least its concurrency).",
+)
+@click.option(
+    "--max-seconds",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(1.0),
+    help="--url: stop issuing requests in a level after this long.",
+)
 @click.option("--input-words", default=64, show_default=True, type=click.IntRange(1), help="--url: prompt words.")
 @click.option("--model", default=None, help="--url: model id (default: the first of /v1/models).")
 @click.option("--api-key", envvar="TRTQ_API_KEY", default=None, help="--url: bearer key (also $TRTQ_API_KEY).")
 @click.option("--chat", is_flag=True, help="--url: use /v1/chat/completions instead of /v1/completions.")
+@click.option(
+    "--output-spread",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.95),
+    help="--url: request lengths spread +-this fraction around --output-len (seeded); 0 = all equal.",
+)
 @click.option("--input-len", default=128, show_default=True, type=click.IntRange(1), help="Prompt tokens.")
 @click.option("--output-len", default=32, show_default=True, type=click.IntRange(1), help="Generated tokens.")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Prompts per batch.")
@@ -36,8 +54,27 @@ from builder.cli._common import setup_logging
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-v", "--verbose", is_flag=True)
-def bench(artifact, url, concurrency, n_requests, max_seconds, input_words, model, api_key, chat, input_len,
-          output_len, batch_size, iterations, warmup, backend, save, as_json, verbose) -> None:  # fmt: skip
+def bench(
+    artifact,
+    url,
+    concurrency,
+    n_requests,
+    max_seconds,
+    input_words,
+    model,
+    api_key,
+    chat,
+    output_spread,
+    input_len,
+    output_len,
+    batch_size,
+    iterations,
+    warmup,
+    backend,
+    save,
+    as_json,
+    verbose,
+) -> None:
     """Time to first token, time per output token, tokens/s and peak memory of ARTIFACT, or of an endpoint (--url)
     at a sweep of concurrent streams.
 
@@ -50,8 +87,22 @@ def bench(artifact, url, concurrency, n_requests, max_seconds, input_words, mode
       trtq bench engines/smollm2-135m-bf16 --url http://127.0.0.1:8000/v1 --save   # kept for `trtq report`
     """
     if url is not None:
-        _bench_url(artifact, url, concurrency, n_requests, max_seconds, input_words, output_len, model, api_key, chat,
-                   save, as_json, verbose)  # fmt: skip
+        _bench_url(
+            artifact,
+            url,
+            concurrency,
+            n_requests,
+            max_seconds,
+            input_words,
+            output_len,
+            model,
+            api_key,
+            chat,
+            output_spread,
+            save,
+            as_json,
+            verbose,
+        )
         return
     if artifact is None:
         raise click.UsageError("give an ARTIFACT, or --url to measure an endpoint")
@@ -94,8 +145,22 @@ def bench(artifact, url, concurrency, n_requests, max_seconds, input_words, mode
     )
 
 
-def _bench_url(artifact, url, concurrency, n_requests, max_seconds, input_words, output_len, model, api_key, chat,
-               save, as_json, verbose) -> None:  # fmt: skip
+def _bench_url(
+    artifact,
+    url,
+    concurrency,
+    n_requests,
+    max_seconds,
+    input_words,
+    output_len,
+    model,
+    api_key,
+    chat,
+    output_spread,
+    save,
+    as_json,
+    verbose,
+) -> None:
     import httpx
 
     from runtime.bench import EndpointWorkload, bench_url
@@ -113,7 +178,7 @@ def _bench_url(artifact, url, concurrency, n_requests, max_seconds, input_words,
         raise click.UsageError(
             "--save with --url needs the ARTIFACT the endpoint serves (results go to ARTIFACT/bench/)"
         )
-    w = EndpointWorkload(input_words, output_len, levels, n_requests, max_seconds, chat)
+    w = EndpointWorkload(input_words, output_len, levels, n_requests, max_seconds, chat, output_spread=output_spread)
 
     def progress(level):
         if not as_json:

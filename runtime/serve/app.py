@@ -91,7 +91,7 @@ def build_app(state: ServeState):
                         "created": state.created,
                         "owned_by": "trtq",
                         "max_model_len": state.max_len,
-                    }  # fmt: skip
+                    }
                 ],
             }
         )
@@ -120,8 +120,10 @@ def build_app(state: ServeState):
     ]
 
     async def not_found(request, exc):
-        return JSONResponse(ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}").body(),
-                            status_code=exc.status_code)  # fmt: skip
+        return JSONResponse(
+            ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}").body(),
+            status_code=exc.status_code,
+        )
 
     from starlette.exceptions import HTTPException
 
@@ -140,8 +142,12 @@ def _check_key(state: ServeState, request) -> None:
 
 def _check_model(state: ServeState, name: str) -> None:
     if name != state.model:
-        raise ApiError(404, f"model {name!r} does not exist: this server serves {state.model!r}", param="model",
-                       code="model_not_found")  # fmt: skip
+        raise ApiError(
+            404,
+            f"model {name!r} does not exist: this server serves {state.model!r}",
+            param="model",
+            code="model_not_found",
+        )
 
 
 async def _read_json(request, limit: int) -> Any:
@@ -149,8 +155,9 @@ async def _read_json(request, limit: int) -> Any:
     answer rather than a reset connection), 400 when it is not JSON."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > 16 * limit:
-        raise ApiError(413, f"request body of {declared} bytes is over the {limit}-byte limit",
-                       code="request_too_large")  # fmt: skip
+        raise ApiError(
+            413, f"request body of {declared} bytes is over the {limit}-byte limit", code="request_too_large"
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -209,9 +216,13 @@ def _requests(state: ServeState, req, prompts: list[list[int]]) -> list[Request]
         room = state.max_len - len(ids)
         if room < 1 or (limit is not None and len(ids) + limit > state.max_len):
             want = f" + max_tokens {limit}" if limit is not None else ""
-            raise ApiError(400, f"the prompt has {len(ids)} tokens{want}, over this model's context of {state.max_len} "
-                           "tokens: shorten the prompt or lower max_tokens", param="messages" if isinstance(
-                               req, ChatRequest) else "prompt", code="context_length_exceeded")  # fmt: skip
+            raise ApiError(
+                400,
+                f"the prompt has {len(ids)} tokens{want}, over this model's context of {state.max_len} "
+                "tokens: shorten the prompt or lower max_tokens",
+                param="messages" if isinstance(req, ChatRequest) else "prompt",
+                code="context_length_exceeded",
+            )
         top_k = 0 if req.top_k < 0 else req.top_k
         out.append(
             Request(
@@ -291,15 +302,24 @@ async def _generate(state: ServeState, request, req, prompts, chat: bool):
     usage = _usage(reqs, texts)
     created = int(time.time())
     if chat:
-        choices = [{"index": 0, "message": {"role": "assistant", "content": outs[0]}, "logprobs": None,
-                    "finish_reason": FINISH[reqs[0].finish_reason or "stop"]}]  # fmt: skip
+        choices = [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": outs[0]},
+                "logprobs": None,
+                "finish_reason": FINISH[reqs[0].finish_reason or "stop"],
+            }
+        ]
         obj = "chat.completion"
     else:
-        choices = [{"index": i, "text": o, "logprobs": None, "finish_reason": FINISH[r.finish_reason or "stop"]}
-                   for i, (o, r) in enumerate(zip(outs, reqs, strict=True))]  # fmt: skip
+        choices = [
+            {"index": i, "text": o, "logprobs": None, "finish_reason": FINISH[r.finish_reason or "stop"]}
+            for i, (o, r) in enumerate(zip(outs, reqs, strict=True))
+        ]
         obj = "text_completion"
-    return JSONResponse({"id": rid, "object": obj, "created": created, "model": state.model, "choices": choices,
-                         "usage": usage})  # fmt: skip
+    return JSONResponse(
+        {"id": rid, "object": obj, "created": created, "model": state.model, "choices": choices, "usage": usage}
+    )
 
 
 def _usage(reqs: list[Request], texts: list[TextStream]) -> dict[str, int]:
@@ -325,15 +345,21 @@ class EventStream:
 
     def _chunk(self, delta: str | None, finish: str | None, role: bool = False) -> bytes:
         if self.chat:
-            d: dict[str, Any] = {"role": "assistant", "content": ""} if role else ({} if delta is None else
-                                                                                   {"content": delta})  # fmt: skip
+            d: dict[str, Any] = (
+                {"role": "assistant", "content": ""} if role else ({} if delta is None else {"content": delta})
+            )
             choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}
             obj = "chat.completion.chunk"
         else:
             choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}
             obj = "text_completion"
-        body = {"id": self.rid, "object": obj, "created": int(time.time()), "model": self.state.model,
-                "choices": [choice]}  # fmt: skip
+        body = {
+            "id": self.rid,
+            "object": obj,
+            "created": int(time.time()),
+            "model": self.state.model,
+            "choices": [choice],
+        }
         return _sse(body)
 
     async def _body(self, send) -> None:
@@ -350,14 +376,23 @@ class EventStream:
             await send({"type": "http.response.body", "body": self._chunk(None, finish), "more_body": True})
             if self.req.include_usage:
                 obj = "chat.completion.chunk" if self.chat else "text_completion"
-                usage = {"id": self.rid, "object": obj, "created": int(time.time()), "model": self.state.model,
-                         "choices": [], "usage": _usage([self.r], [text])}  # fmt: skip
+                usage = {
+                    "id": self.rid,
+                    "object": obj,
+                    "created": int(time.time()),
+                    "model": self.state.model,
+                    "choices": [],
+                    "usage": _usage([self.r], [text]),
+                }
                 await send({"type": "http.response.body", "body": _sse(usage), "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
     async def __call__(self, scope, receive, send) -> None:
-        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-                   (b"x-accel-buffering", b"no")]  # fmt: skip
+        headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
         body = asyncio.ensure_future(self._stream(send, headers))
         gone = asyncio.ensure_future(_disconnected(receive))
         try:

@@ -26,11 +26,16 @@ class Metrics:
         self.ttft = Histogram(
             "trtq_time_to_first_token_seconds", "Arrival to first token", buckets=_LATENCY, registry=r
         )
-        self.tpot = Histogram("trtq_time_per_output_token_seconds", "Mean time per further token of a request",
-                              buckets=_TPOT, registry=r)  # fmt: skip
+        self.tpot = Histogram(
+            "trtq_time_per_output_token_seconds", "Mean time per further token of a request", buckets=_TPOT, registry=r
+        )
         self.e2e = Histogram("trtq_e2e_request_latency_seconds", "Arrival to last token", buckets=_LATENCY, registry=r)
-        self.batch_size = Histogram("trtq_decode_batch_size", "Sequences per decode step",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)  # fmt: skip
+        self.batch_size = Histogram(
+            "trtq_decode_batch_size",
+            "Sequences per decode step",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
 
     def finished(self, req) -> None:
         """A request left the scheduler (any reason): count it and its latencies."""

@@ -107,16 +107,25 @@ def _serve_http(runner, engine, channel, tokenizer_dir, opts, model_name, rows, 
         max_body=opts.max_body_bytes,
     )
     if not is_loopback(opts.host):
-        log.warning("listening on %s: reachable from other machines%s", opts.host,
-                    "" if opts.api_key else " WITHOUT an API key (--api-key)")  # fmt: skip
+        log.warning(
+            "listening on %s: reachable from other machines%s",
+            opts.host,
+            "" if opts.api_key else " WITHOUT an API key (--api-key)",
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         scheduler.start()
         log.info(
             "serving %s on http://%s:%d/v1 (reference runtime, %d rank(s), batch rows %d, context %d, queue %d)",
-            model_name, opts.host, opts.port, runner.world_size, rows, max_len, opts.max_queue,
-        )  # fmt: skip
+            model_name,
+            opts.host,
+            opts.port,
+            runner.world_size,
+            rows,
+            max_len,
+            opts.max_queue,
+        )
         if on_start is not None:
             on_start({"rows": rows, "max_len": max_len, "world_size": runner.world_size})
         try:
@@ -128,8 +137,9 @@ def _serve_http(runner, engine, channel, tokenizer_dir, opts, model_name, rows, 
 
     app = build_app(state)
     app.router.lifespan_context = lifespan
-    config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level="warning", access_log=False,
-                            lifespan="on", timeout_keep_alive=5)  # fmt: skip
+    config = uvicorn.Config(
+        app, host=opts.host, port=opts.port, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=5
+    )
     server = uvicorn.Server(config)
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler that was installed before it: make
     # that one a no-op so a drained server exits 0 (and says so) rather than dying by the signal

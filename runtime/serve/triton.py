@@ -39,9 +39,16 @@ class TritonRepo:
     missing: list[str] = field(default_factory=list)  # python model files not copied (no templates)
 
 
-def values_for(artifact: Path, *, engine_dir: str | None = None, tokenizer_dir: str | None = None,
-               kv_cache_free_gpu_mem_fraction: float = 0.9, max_queue_size: int = 0, instances: int = 1,
-               decoupled: bool = True) -> dict[str, str]:  # fmt: skip
+def values_for(
+    artifact: Path,
+    *,
+    engine_dir: str | None = None,
+    tokenizer_dir: str | None = None,
+    kv_cache_free_gpu_mem_fraction: float = 0.9,
+    max_queue_size: int = 0,
+    instances: int = 1,
+    decoupled: bool = True,
+) -> dict[str, str]:
     """The fill_template substitutions for ``artifact``'s engines. Paths default to the artifact's own (absolute),
     or pass the paths under which Triton's container will see them."""
     cfg_path = artifact / "engine" / "config.json"
@@ -114,26 +121,32 @@ def render(model: str) -> str:
     """The template of ``model`` (placeholders unfilled), rendered from the field tables."""
     if model == "preprocessing":
         return (
-            'name: "preprocessing"\nbackend: "python"\nmax_batch_size: ${triton_max_batch_size}\n' + _batching()
-            + _tensors("input", F.PREPROCESSING_INPUTS, True) + _tensors("output", F.PREPROCESSING_OUTPUTS, False)
+            'name: "preprocessing"\nbackend: "python"\nmax_batch_size: ${triton_max_batch_size}\n'
+            + _batching()
+            + _tensors("input", F.PREPROCESSING_INPUTS, True)
+            + _tensors("output", F.PREPROCESSING_OUTPUTS, False)
             + _parameters(F.PREPROCESSING_PARAMETERS)
             + "instance_group [\n  {\n    count: ${preprocessing_instance_count}\n    kind: KIND_CPU\n  }\n]\n"
-        )  # fmt: skip
+        )
     if model == "postprocessing":
         return (
             'name: "postprocessing"\nbackend: "python"\nmax_batch_size: ${triton_max_batch_size}\n'
-            "dynamic_batching {}\n" + _tensors("input", F.POSTPROCESSING_INPUTS, True)
-            + _tensors("output", F.POSTPROCESSING_OUTPUTS, False) + _parameters(F.POSTPROCESSING_PARAMETERS)
+            "dynamic_batching {}\n"
+            + _tensors("input", F.POSTPROCESSING_INPUTS, True)
+            + _tensors("output", F.POSTPROCESSING_OUTPUTS, False)
+            + _parameters(F.POSTPROCESSING_PARAMETERS)
             + "instance_group [\n  {\n    count: ${postprocessing_instance_count}\n    kind: KIND_CPU\n  }\n]\n"
-        )  # fmt: skip
+        )
     if model == "tensorrt_llm":
         return (
             'name: "tensorrt_llm"\nbackend: "${triton_backend}"\nmax_batch_size: ${triton_max_batch_size}\n'
-            "model_transaction_policy {\n  decoupled: ${decoupled_mode}\n}\n" + _batching()
-            + _tensors("input", F.TENSORRT_LLM_INPUTS, True) + _tensors("output", F.TENSORRT_LLM_OUTPUTS, False)
+            "model_transaction_policy {\n  decoupled: ${decoupled_mode}\n}\n"
+            + _batching()
+            + _tensors("input", F.TENSORRT_LLM_INPUTS, True)
+            + _tensors("output", F.TENSORRT_LLM_OUTPUTS, False)
             + "instance_group [\n  {\n    count: 1\n    kind : KIND_CPU\n  }\n]\n"
             + _parameters(F.TENSORRT_LLM_PARAMETERS)
-        )  # fmt: skip
+        )
     if model == "ensemble":
         steps = []
         for name, inputs, outputs in F.ENSEMBLE_STEPS:
@@ -142,9 +155,12 @@ def render(model: str) -> str:
             steps.append(f'    {{\n      model_name: "{name}"\n      model_version: -1\n' + "\n".join(maps) + "\n    }")
         return (
             'name: "ensemble"\nplatform: "ensemble"\nmax_batch_size: ${triton_max_batch_size}\n'
-            + _tensors("input", F.ENSEMBLE_INPUTS, True) + _tensors("output", F.ENSEMBLE_OUTPUTS, False)
-            + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
-        )  # fmt: skip
+            + _tensors("input", F.ENSEMBLE_INPUTS, True)
+            + _tensors("output", F.ENSEMBLE_OUTPUTS, False)
+            + "ensemble_scheduling {\n  step [\n"
+            + ",\n".join(steps)
+            + "\n  ]\n}\n"
+        )
     raise ValueError(model)
 
 

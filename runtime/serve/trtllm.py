@@ -103,8 +103,23 @@ def plan(
         }
     }
     extra_path = out_dir / "extra_llm_api_options.yaml"
-    argv = ["trtllm-serve", "serve", str(model_dir), "--backend", BACKENDS[backend], "--tokenizer", str(tokenizer_dir),
-            "--host", host, "--port", str(port), "--tp_size", str(tp), "--pp_size", str(pp)]  # fmt: skip
+    argv = [
+        "trtllm-serve",
+        "serve",
+        str(model_dir),
+        "--backend",
+        BACKENDS[backend],
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--tp_size",
+        str(tp),
+        "--pp_size",
+        str(pp),
+    ]
     for key, value in limits.items():
         if value is not None:
             argv += [f"--{key}", str(int(value))]

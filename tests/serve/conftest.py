@@ -1,4 +1,4 @@
-"""Fixtures for the serving tests: tiny checkpoints, and `trtq serve` started as a subprocess on a free loopback port."""
+"""Fixtures for the serving tests: tiny checkpoints, and `trtq serve` as a subprocess on a free loopback port."""
 
 from __future__ import annotations
 

@@ -34,8 +34,9 @@ def test_split_checkpoint_serves_under_mpirun(tiny_checkpoints, serve):
     got: dict[int, str] = {}
 
     def ask(i):
-        r = c.completions.create(model=rec["model"], prompt=prompts[i], max_tokens=8, temperature=0,
-                                 extra_body={"ignore_eos": True})  # fmt: skip
+        r = c.completions.create(
+            model=rec["model"], prompt=prompts[i], max_tokens=8, temperature=0, extra_body={"ignore_eos": True}
+        )
         got[i] = r.choices[0].text
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
@@ -44,7 +45,8 @@ def test_split_checkpoint_serves_under_mpirun(tiny_checkpoints, serve):
     for t in threads:
         t.join(120)
     assert [got.get(i) for i in range(3)] == [tok.decode(w, skip_special_tokens=True) for w in want]
-    stream = c.chat.completions.create(model=rec["model"], messages=[{"role": "user", "content": "hi"}],
-                                       max_tokens=4, stream=True)  # fmt: skip
+    stream = c.chat.completions.create(
+        model=rec["model"], messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+    )
     assert list(stream)[-1].choices[0].finish_reason in ("stop", "length")
     assert s.terminate() == 0, s.output()[-3000:]

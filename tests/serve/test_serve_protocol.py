@@ -34,12 +34,27 @@ def test_bad_fields_are_400s_that_name_the_field(body, param, words):
 
 
 def test_defaults_and_extensions():
-    c = parse(CompletionRequest, {"model": "m", "prompt": [1, 2, 3], "stop": "\n", "top_k": -1, "ignore_eos": True,
-                                  "user": "someone", "stream_options": {"include_usage": True}})  # fmt: skip
+    c = parse(
+        CompletionRequest,
+        {
+            "model": "m",
+            "prompt": [1, 2, 3],
+            "stop": "\n",
+            "top_k": -1,
+            "ignore_eos": True,
+            "user": "someone",
+            "stream_options": {"include_usage": True},
+        },
+    )
     assert c.max_tokens == 16 and c.temperature == 1.0 and c.stops == ["\n"] and c.ignore_eos and c.include_usage
-    chat = parse(ChatRequest, {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
-                                                                                       {"type": "text", "text": "b"}]}],
-                               "max_completion_tokens": 7})  # fmt: skip
+    chat = parse(
+        ChatRequest,
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+            "max_completion_tokens": 7,
+        },
+    )
     assert chat.messages[0].text() == "ab" and chat.limit == 7
     with pytest.raises(ApiError):
         parse(ChatRequest, ["not", "an", "object"])

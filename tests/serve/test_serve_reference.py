@@ -58,8 +58,9 @@ def test_greedy_completion_equals_the_reference_runner(client, model, tiny_check
     from runtime.generate import load_tokenizer
 
     tok = load_tokenizer(tiny_checkpoints[1])
-    r = client.completions.create(model=model, prompt=prompt, max_tokens=10, temperature=0,
-                                  extra_body={"ignore_eos": True})  # fmt: skip
+    r = client.completions.create(
+        model=model, prompt=prompt, max_tokens=10, temperature=0, extra_body={"ignore_eos": True}
+    )
     assert r.choices[0].text == tok.decode(want[0].token_ids, skip_special_tokens=True)
     assert r.usage.completion_tokens == 10 and r.choices[0].finish_reason == "length"
 
@@ -73,8 +74,11 @@ def test_a_stream_streams_the_same_text(client, model):
     assert "".join(texts) == whole
     assert chunks[-1].usage.completion_tokens == 12
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
-    chat = list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
-                                               max_tokens=5, temperature=0, stream=True))  # fmt: skip
+    chat = list(
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=5, temperature=0, stream=True
+        )
+    )
     assert chat[0].choices[0].delta.role == "assistant" and chat[-1].choices[0].finish_reason in ("stop", "length")
 
 
@@ -97,8 +101,9 @@ def test_16_concurrent_streams_complete(client, model):
 
     def stream(i: int) -> None:
         try:
-            parts = [c.choices[0].text for c in client.completions.create(prompt=prompts[i], stream=True, **kw)
-                     if c.choices]  # fmt: skip
+            parts = [
+                c.choices[0].text for c in client.completions.create(prompt=prompts[i], stream=True, **kw) if c.choices
+            ]
             results[i] = "".join(parts)
         except BaseException as e:  # noqa: BLE001 - collected and asserted below
             errors.append(e)
@@ -126,12 +131,17 @@ def test_bad_requests_get_clear_4xx_and_the_server_keeps_serving(client, model, 
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], n=2)
     assert "n=1" in str(e.value)
-    bad_json = httpx.post(server.base + "/completions", content=b'{"model": "x", "prompt": ', timeout=30,
-                          headers={"content-type": "application/json"})  # fmt: skip
+    bad_json = httpx.post(
+        server.base + "/completions",
+        content=b'{"model": "x", "prompt": ',
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
     big = json.dumps({"model": model, "prompt": "x" * (10 * 2**20)}).encode()
-    too_big = httpx.post(server.base + "/completions", content=big, timeout=60,
-                         headers={"content-type": "application/json"})  # fmt: skip
+    too_big = httpx.post(
+        server.base + "/completions", content=big, timeout=60, headers={"content-type": "application/json"}
+    )
     assert too_big.status_code == 413 and "limit" in too_big.json()["error"]["message"]
     assert httpx.get(server.base + "/nope", timeout=10).status_code == 404
     # still serving
@@ -168,8 +178,15 @@ def test_sigterm_drains_the_requests_in_flight(tiny_checkpoints, serve):
     s = serve(tiny_checkpoints[1])
     model = s.record()["model"]
     c = openai.OpenAI(base_url=s.base, api_key="x", max_retries=0, timeout=120)
-    stream = c.completions.create(model=model, prompt="The quick brown", max_tokens=60, temperature=0, stream=True,
-                                  stream_options={"include_usage": True}, extra_body={"ignore_eos": True})  # fmt: skip
+    stream = c.completions.create(
+        model=model,
+        prompt="The quick brown",
+        max_tokens=60,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
     it = iter(stream)
     next(it)
     import os
@@ -191,12 +208,35 @@ def test_bounded_load_through_trtq_bench_url_and_the_report_plot(server, tmp_pat
 
     art = tmp_path / "art"
     art.mkdir()
-    (art / "manifest.json").write_text(json.dumps({"schema_version": 1, "name": "tiny", "status": "complete",
-                                                   "created": "2026-01-01T00:00:00Z", "trtq_version": "0.2.0",
-                                                   "recipe": {"quantization": {"format": "fp16"}},
-                                                   "parallel": {"tp": 1, "pp": 1}}))  # fmt: skip
-    p = run_trtq("bench", art, "--url", server.url, "--concurrency", "1,4,16", "--requests", "16", "--output-len",
-                 "8", "--max-seconds", "60", "--save", timeout=600)  # fmt: skip
+    (art / "manifest.json").write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "name": "tiny",
+                "status": "complete",
+                "created": "2026-01-01T00:00:00Z",
+                "trtq_version": "0.2.0",
+                "recipe": {"quantization": {"format": "fp16"}},
+                "parallel": {"tp": 1, "pp": 1},
+            }
+        )
+    )
+    p = run_trtq(
+        "bench",
+        art,
+        "--url",
+        server.url,
+        "--concurrency",
+        "1,4,16",
+        "--requests",
+        "16",
+        "--output-len",
+        "8",
+        "--max-seconds",
+        "60",
+        "--save",
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     print(p.stdout)
     lines = p.stdout.splitlines()

@@ -20,8 +20,10 @@ def engine_artifact(tmp_path: Path, world: int = 1) -> Path:
     (art / "checkpoint").mkdir()
     (art / "checkpoint" / "tokenizer.json").write_text("{}")
     (art / "checkpoint" / "config.json").write_text("{}")
-    cfg = {"build_config": {"max_batch_size": 32, "max_beam_width": 2, "plugin_config": {"use_paged_context_fmha": True}},
-           "pretrained_config": {"mapping": {"world_size": world}}}  # fmt: skip
+    cfg = {
+        "build_config": {"max_batch_size": 32, "max_beam_width": 2, "plugin_config": {"use_paged_context_fmha": True}},
+        "pretrained_config": {"mapping": {"world_size": world}},
+    }
     (art / "engine" / "config.json").write_text(json.dumps(cfg))
     return art
 

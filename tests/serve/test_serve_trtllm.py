@@ -44,22 +44,44 @@ def parse_trtllm_serve(argv: list[str]) -> dict:
 
 def artifact(tmp_path: Path, *, tp=1, pp=1, engine=True, hf=False, checkpoint=True, paged_fmha=True) -> Path:
     art = tmp_path / "art"
-    recipe = {"name": "tiny", "model": {"path": "x", "trust_remote_code": False}, "parallel": {"tp": tp, "pp": pp},
-              "engine": {"max_batch_size": 8, "max_input_len": 256, "max_seq_len": 512, "max_num_tokens": 2048,
-                         "max_beam_width": 1}}  # fmt: skip
-    manifest = {"schema_version": 1, "name": "tiny", "status": "complete", "created": "2026-01-01T00:00:00Z",
-                "trtq_version": "0.2.0", "recipe": recipe, "parallel": {"tp": tp, "pp": pp, "world_size": tp * pp}}  # fmt: skip
+    recipe = {
+        "name": "tiny",
+        "model": {"path": "x", "trust_remote_code": False},
+        "parallel": {"tp": tp, "pp": pp},
+        "engine": {
+            "max_batch_size": 8,
+            "max_input_len": 256,
+            "max_seq_len": 512,
+            "max_num_tokens": 2048,
+            "max_beam_width": 1,
+        },
+    }
+    manifest = {
+        "schema_version": 1,
+        "name": "tiny",
+        "status": "complete",
+        "created": "2026-01-01T00:00:00Z",
+        "trtq_version": "0.2.0",
+        "recipe": recipe,
+        "parallel": {"tp": tp, "pp": pp, "world_size": tp * pp},
+    }
     art.mkdir()
     (art / "manifest.json").write_text(json.dumps(manifest))
     if engine:
         (art / "engine").mkdir()
-        bc = {"max_batch_size": 4, "max_seq_len": 300, "max_num_tokens": 1024, "max_beam_width": 1,
-              "plugin_config": {"use_paged_context_fmha": paged_fmha}}  # fmt: skip
+        bc = {
+            "max_batch_size": 4,
+            "max_seq_len": 300,
+            "max_num_tokens": 1024,
+            "max_beam_width": 1,
+            "plugin_config": {"use_paged_context_fmha": paged_fmha},
+        }
         (art / "engine" / "config.json").write_text(json.dumps({"build_config": bc}))
     if checkpoint:
         (art / "checkpoint").mkdir()
-        (art / "checkpoint" / "config.json").write_text(json.dumps({"mapping": {"tp_size": tp, "pp_size": pp,
-                                                                                "world_size": tp * pp}}))  # fmt: skip
+        (art / "checkpoint" / "config.json").write_text(
+            json.dumps({"mapping": {"tp_size": tp, "pp_size": pp, "world_size": tp * pp}})
+        )
         (art / "checkpoint" / "tokenizer.json").write_text("{}")
     if hf:
         (art / "hf").mkdir()
