@@ -137,6 +137,8 @@ def serve(
         )
         return
     _require_serve_extra()
+    if world.rank == 0:
+        _check_bindable(host, port)
     if needed > 1 and world.size == 1:
         _reexec_under_mpirun(
             needed,
@@ -249,6 +251,27 @@ def _require_serve_extra() -> None:
         raise MissingDependency(
             f"trtq serve needs {', '.join(missing)}, which is not installed: pip install 'trtq[serve]'"
         )
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Fail before loading the model when the address cannot be served (in use, not on this machine)."""
+    import socket
+
+    from builder.errors import UsageError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise UsageError(f"--host {host}: cannot resolve it ({e})") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise UsageError(
+                f"--host {host} --port {port}: cannot listen there ({e.strerror}): pick another --port"
+            ) from None
 
 
 def _artifact_name(artifact: Path) -> str:

@@ -13,7 +13,7 @@ import datetime
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ class Decision:
     server: str  # "trtllm-serve" or "reference"
     backend: str  # "engine", "pytorch" or "reference"
     reason: str
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def decide(artifact: Path, backend: str = "auto", cannot_start=None) -> Decision:

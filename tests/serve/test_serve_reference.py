@@ -251,3 +251,11 @@ def test_bounded_load_through_trtq_bench_url_and_the_report_plot(server, tmp_pat
     assert r.returncode == 0, r.stderr[-2000:]
     assert (art / "report" / "serving.png").stat().st_size > 10_000
     assert "## Serving under load" in (art / "report" / "report.md").read_text()
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(server, tiny_checkpoints):
+    from tests._cli import run_trtq
+
+    port = server.url.rsplit(":", 1)[1]
+    p = run_trtq("serve", tiny_checkpoints[1], "--port", port, timeout=120)
+    assert p.returncode == 2 and "cannot listen there" in p.stderr and "Traceback" not in p.stderr
