@@ -81,3 +81,8 @@ def test_text_stream_without_stops_flushes_at_finish():
     ts = TextStream(_CharTokenizer())
     out = "".join(ts.push(b) for b in b"abc") + ts.finish()
     assert out == "abc"
+
+
+def test_null_fields_take_their_defaults():
+    c = parse(CompletionRequest, {"model": "m", "prompt": "x", "temperature": None, "max_tokens": None, "stop": None})
+    assert c.temperature == 1.0 and c.max_tokens == 16 and c.stops == []
