@@ -272,9 +272,10 @@ async def _level(url: str, model: str, w: EndpointWorkload, concurrency: int, he
                 i = next_i
                 next_i += 1
                 try:
-                    results.append(await _one_stream(client, url, model, w, i))
+                    res = await _one_stream(client, url, model, w, i)
                 except (httpx.HTTPError, ValueError) as e:
-                    results.append({"error": f"{type(e).__name__}: {e}"[:200]})
+                    res = {"error": f"{type(e).__name__}: {e}"[:200]}
+                results.append({**res, "index": i})
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -291,6 +292,8 @@ async def _level(url: str, model: str, w: EndpointWorkload, concurrency: int, he
         "output_tokens_per_s": float(f"{out_tokens / wall:.6g}") if wall > 0 else 0.0,
         "requests_per_s": float(f"{len(ok) / wall:.6g}") if wall > 0 else 0.0,
         "ttft_s": _pcts([r["ttft"] for r in ok]),
+        # the requests after the first wave (the first `concurrency` arrive together, an initial burst)
+        "ttft_after_first_wave_s": _pcts([r["ttft"] for r in ok if r["index"] >= concurrency]),
         "tpot_s": _pcts([r["tpot"] for r in ok if r["tpot"] is not None]),
         "latency_s": _pcts([r["latency"] for r in ok]),
     }

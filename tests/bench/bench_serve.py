@@ -85,20 +85,28 @@ def main() -> None:
         proc.wait(120)
     (args.work / "bench_serve.json").write_text(json.dumps(runs, indent=2))
     print(f"SmolLM2-135M bf16, reference runtime, {args.input_words} prompt words, ~{args.output_len} tokens/request")
-    print("| run | streams | requests | errors | tokens/s | TTFT p50 / p99 | TPOT p50 / p99 |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| run | streams | requests | errors | tokens/s | TTFT p50 / p99 | TTFT p50 / p99 after the first wave "
+        "| TPOT p50 / p99 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+
+    def ms(d):
+        return f"{1000 * d['p50']:.0f} / {1000 * d['p99']:.0f} ms" if d else "-"
+
     for label, lv in runs.items():
-        t, p = lv["ttft_s"], lv["tpot_s"]
         print(
             f"| {label} | {lv['concurrency']} | {lv['requests']} | {lv['errors']} | {lv['output_tokens_per_s']:.1f} | "
-            f"{1000 * t['p50']:.0f} / {1000 * t['p99']:.0f} ms | {1000 * p['p50']:.0f} / {1000 * p['p99']:.0f} ms |"
+            f"{ms(lv['ttft_s'])} | {ms(lv['ttft_after_first_wave_s'])} | {ms(lv['tpot_s'])} |"
         )
     idle = runs["idle"]
     for label in ("under load", "lockstep"):
         lv = runs[label]
+        steady = lv["ttft_after_first_wave_s"]
         print(
             f"{label}: batching gain {lv['output_tokens_per_s'] / idle['output_tokens_per_s']:.2f}x tokens/s, "
-            f"TTFT p50 {lv['ttft_s']['p50'] / idle['ttft_s']['p50']:.2f}x idle (goal <= 2x)"
+            f"TTFT p50 {lv['ttft_s']['p50'] / idle['ttft_s']['p50']:.2f}x idle, after the first wave "
+            f"{steady['p50'] / idle['ttft_s']['p50']:.2f}x (goal <= 2x)"
         )
 
 
