@@ -6,6 +6,8 @@ and two plots (matplotlib, Agg backend):
   size_vs_perplexity.png  checkpoint size vs perplexity increase over the unquantized model, one point per artifact
                           (green = passed its gate, red = failed, grey = no gate); the dashed line is the gate limit
   speed.png               decode throughput (tokens/s) and time to first token per artifact, one colour per backend
+  serving.png             an endpoint under load (`trtq bench --url ... --save`): output tokens/s and TTFT p50/p99
+                          against the number of concurrent streams, one line per artifact
 
 With one artifact the report goes into ARTIFACT/report/ and is added to the manifest's files (publishing uploads
 what the manifest lists; the model card shows report.md and its plots). A rebuild keeps those entries while the
@@ -22,7 +24,7 @@ from typing import Any
 
 log = logging.getLogger("trtq.report")
 
-PLOTS = ("size_vs_perplexity.png", "speed.png")
+PLOTS = ("size_vs_perplexity.png", "speed.png", "serving.png")
 
 
 # ---------------------------------------------------------------------------------------------- collecting
@@ -63,6 +65,7 @@ def collect(artifact: Path) -> dict[str, Any]:
         "gate": None,
         "perplexity": None,
         "bench": [],
+        "serving": [],
     }
     v = m.verify or {}
     if v:
@@ -87,6 +90,8 @@ def collect(artifact: Path) -> dict[str, Any]:
         rec = _read_json(p)
         if rec and "tokens_per_s" in rec:
             row["bench"].append(rec)
+        elif rec and rec.get("kind") == "endpoint" and rec.get("levels"):
+            row["serving"].append(rec)
     return row
 
 
@@ -198,6 +203,65 @@ def plot_speed(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def plot_serving(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Output tokens/s and time to first token (p50 solid, p99 dashed) against concurrent streams."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = _labels(rows)
+    series = []
+    for r in rows:
+        for rec in r.get("serving", []):
+            w = rec["workload"]
+            levels = [lv for lv in rec["levels"] if lv.get("ttft_s")]
+            if levels:
+                series.append((f"{names[r['name']]} (out {w['output_len']})", levels))
+    if not series:
+        return False
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    for i, (label, levels) in enumerate(series):
+        color = f"C{i % 10}"
+        xs = [lv["concurrency"] for lv in levels]
+        a1.plot(xs, [lv["output_tokens_per_s"] for lv in levels], marker="o", color=color, label=label)
+        a2.plot(xs, [1000 * lv["ttft_s"]["p50"] for lv in levels], marker="o", color=color, label=f"{label} p50")
+        a2.plot(
+            xs,
+            [1000 * lv["ttft_s"]["p99"] for lv in levels],
+            marker="x",
+            linestyle="--",
+            color=color,
+            label=f"{label} p99",
+        )
+        for lv in levels:
+            if lv.get("errors"):
+                a1.annotate(
+                    f"{lv['errors']} err", (lv["concurrency"], lv["output_tokens_per_s"]), color="#c62828", fontsize=8
+                )
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ticks = sorted({lv["concurrency"] for _, levels in series for lv in levels})
+    for ax in (a1, a2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("concurrent streams")
+        ax.grid(True, alpha=0.3)
+    a1.set_ylabel("output tokens/s (all streams)")
+    a2.set_ylabel("time to first token, ms")
+    a1.set_ylim(bottom=0)
+    a2.set_ylim(bottom=0)
+    a1.legend(fontsize=8)
+    a2.legend(fontsize=7)
+    fig.suptitle("Serving under load (trtq bench --url)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- text
 def _fmt_pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:+.2f}%"
@@ -297,7 +361,35 @@ def render_markdown(rows: list[dict[str, Any]], plots: list[str]) -> str:
     gl = gate_lines(rows)
     if gl:
         lines += ["## Accuracy gate", ""] + gl + [""]
+    sl = serving_lines(rows)
+    if sl:
+        lines += ["## Serving under load", ""] + sl + [""]
     return "\n".join(lines)
+
+
+def serving_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One table per endpoint measurement: concurrency, errors, tokens/s, TTFT and TPOT percentiles."""
+    out = []
+    for r in rows:
+        for rec in r.get("serving", []):
+            w = rec["workload"]
+            out += [
+                f"**{r['name']}** at {rec['url']}: {w['input_words']} prompt words, {w['output_len']} tokens "
+                "per request",
+                "",
+                "| streams | requests | errors | tokens/s | TTFT p50 / p99 | TPOT p50 / p99 |",
+                "|---|---|---|---|---|---|",
+            ]
+            for lv in rec["levels"]:
+                t, p = lv.get("ttft_s") or {}, lv.get("tpot_s") or {}
+                ms = lambda d, k: f"{1000 * d[k]:.0f} ms" if d else "–"  # noqa: E731
+                out.append(
+                    f"| {lv['concurrency']} | {lv['requests']} | {lv['errors']} | "
+                    f"{lv['output_tokens_per_s']:.1f} | {ms(t, 'p50')} / {ms(t, 'p99')} | "
+                    f"{ms(p, 'p50')} / {ms(p, 'p99')} |"
+                )
+            out.append("")
+    return out
 
 
 def render_html(rows: list[dict[str, Any]], plots: list[str]) -> str:
@@ -345,6 +437,8 @@ def write_report(artifacts: list[Path], out: Path | None = None) -> list[Path]:
         plots.append(PLOTS[0])
     if plot_speed(rows, out / PLOTS[1]):
         plots.append(PLOTS[1])
+    if plot_serving(rows, out / PLOTS[2]):
+        plots.append(PLOTS[2])
     for stale in set(PLOTS) - set(plots):
         (out / stale).unlink(missing_ok=True)
     (out / "report.md").write_text(render_markdown(rows, plots) + "\n")

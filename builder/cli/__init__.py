@@ -27,7 +27,21 @@ COMMANDS = {
         "Check an export's logits against the source model (reference runtime).",
     ),
     "eval": ("builder.cli.eval", "eval_", "Perplexity of an artifact vs its unquantized model (and smoke prompts)."),
-    "bench": ("builder.cli.bench", "bench", "Throughput and latency (TTFT, TPOT, tokens/s, memory) of an artifact."),
+    "bench": (
+        "builder.cli.bench",
+        "bench",
+        "Throughput and latency (TTFT, TPOT, tokens/s, memory) of an artifact or an OpenAI-compatible endpoint.",
+    ),
+    "serve": (
+        "builder.cli.serve",
+        "serve",
+        "Serve an artifact over an OpenAI-compatible HTTP API (trtllm-serve or CPU).",
+    ),
+    "export-triton": (
+        "builder.cli.export_triton",
+        "export_triton",
+        "Write a Triton model repository (TensorRT-LLM backend) for an artifact's engines.",
+    ),
     "report": ("builder.cli.report", "report", "Write a markdown/HTML report with plots comparing artifacts."),
     "publish": ("builder.cli.publish", "publish", "Publish an artifact to hf://, s3://, oci:// or file://."),
     "pull": ("builder.cli.pull", "pull", "Download an artifact, verify every sha256, check it runs here."),

@@ -53,6 +53,21 @@ class KVCache:
         self.length = 0
         self.max_len = max_len
 
+    def update(self, li: int, k, v, kv_q=None, kv_scale=None):
+        """Store this step's K/V for layer ``li`` (quantize->dequantize with ``kv_q`` when the cache is quantized) and
+        return the K/V the attention reads: the fresh ones in the context phase (context FMHA), else every past token
+        read back from the cache. The cache protocol Layer.forward calls; runtime/serve has a per-sequence one."""
+        start, n = self.length, k.shape[2]
+        self.k[li][:, :, start : start + n] = kv_q(k, kv_scale) if kv_q else k
+        self.v[li][:, :, start : start + n] = kv_q(v, kv_scale) if kv_q else v
+        if start > 0:
+            return self.k[li][:, :, : start + n], self.v[li][:, :, : start + n]
+        return k, v
+
+    def advance(self, n: int) -> None:
+        """All layers have stored ``n`` more positions."""
+        self.length += n
+
 
 class Layer:
     def __init__(self, cfg: CheckpointConfig, par: Parallel, t: dict, i: int, shard: str, weight_only_tp: int = 1):
@@ -118,14 +133,9 @@ class Layer:
         if rope is not None:
             q, k = _rotate(q, rope), _rotate(k, rope)
         if cache is not None:
-            start = cache.length
-            kq = self.kv_q(k, self.kv_scale) if self.kv_q else k
-            vq = self.kv_q(v, self.kv_scale) if self.kv_q else v
-            cache.k[li][:, :, start : start + n] = kq
-            cache.v[li][:, :, start : start + n] = vq
-            if start > 0:  # generation: every past token comes back from the (quantized) cache
-                k, v = cache.k[li][:, :, : start + n], cache.v[li][:, :, : start + n]
-            # context phase: attention runs on the fresh K/V (context FMHA); the cache keeps the quantized copy
+            # generation reads every past token back from the (quantized) cache; the context phase attends to the
+            # fresh K/V (context FMHA) while the cache keeps the quantized copy
+            k, v = cache.update(li, k, v, self.kv_q, self.kv_scale)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
         attn = attn.transpose(1, 2).reshape(b, n, self.heads * self.head)
         x = x + self.dense.finish(r.tp_all_reduce(self.dense.partial(attn)))
@@ -293,7 +303,7 @@ class Decoder:
         for li, layer in enumerate(self.layers):
             x = layer.forward(x, rope, mask, cache, li)
         if cache is not None:
-            cache.length += n
+            cache.advance(n)
         if not par.last_stage:
             par.send_next(x)
             return None
