@@ -2,7 +2,7 @@
 
 Used by the build's accuracy gate (`verify.perplexity`, `verify.prompts`) and by `trtq eval`.
 
-Eval text comes from the same sources as calibration (builder.calib.documents): ``builtin``, a local .txt/.jsonl/
+Eval text comes from the same sources as calibration (builder.quant.data.documents): ``builtin``, a local .txt/.jsonl/
 .parquet file, or ``hf:<dataset>``. The documents are tokenized, joined with EOS into one stream, and the first
 ``tokens`` tokens are cut into consecutive ``window``-token windows (runtime.evaluate.windows); every window is scored
 teacher-forced, its first token unpredicted.
@@ -59,7 +59,7 @@ def eval_documents(data: EvalData, base_dir: Path) -> list[str]:
     docs = documents(data, base_dir, section=data.section)
     if data.dataset == "builtin":
         order = list(range(len(docs)))
-        random.Random(0).shuffle(order)  # calibration's default order (builder.calib.token_windows, seed 0)
+        random.Random(0).shuffle(order)  # calibration's default order (builder.quant.data.token_windows, seed 0)
         docs = [docs[i] for i in reversed(order)]
     return docs
 

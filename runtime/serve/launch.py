@@ -33,13 +33,14 @@ class Decision:
 
 def decide(artifact: Path, backend: str = "auto", cannot_start=None) -> Decision:
     """Which server serves ``artifact`` here, and why. ``cannot_start`` (tests) replaces the machine probe."""
-    from runtime.select import checkpoint_dir, resolve_backend
+    from runtime.select import checkpoint_dir, choose_backend
     from runtime.serve import trtllm
 
-    chosen = resolve_backend(artifact, backend)
+    chosen, why = choose_backend(artifact, backend)  # the same choice `trtq run` makes, with its reason
     if chosen == "reference":
-        why = "chosen with --backend reference" if backend == "reference" else "the artifact's TensorRT-LLM checkpoint"
-        return Decision("reference", "reference", f"{why}: CPU reference runtime")
+        return Decision(
+            "reference", "reference", f"{why}: serving the TensorRT-LLM checkpoint on the CPU reference runtime"
+        )
     why_not = (cannot_start or trtllm.cannot_start)()
     if why_not is None:
         what = "engines (TensorRT backend)" if chosen == "engine" else "unified HF checkpoint (PyTorch backend)"

@@ -97,10 +97,12 @@ def dry_run(art: Path, *args: str) -> dict:
 
 @pytest.fixture
 def gpu_here(monkeypatch):
-    """Pretend trtllm-serve and a GPU are present (the machine probe says nothing is missing)."""
+    """Pretend TensorRT-LLM 1.2.1, trtllm-serve and a GPU are present (both machine probes say nothing is missing)."""
+    import runtime.select as select
     import runtime.serve.trtllm as trtllm
 
     monkeypatch.setattr(trtllm, "cannot_start", lambda: None)
+    monkeypatch.setattr(select, "detect_host", lambda: select.Host("1.2.1", 1))
 
 
 def test_engines_get_trtllm_serve_with_the_engines_own_limits(tmp_path, gpu_here):
@@ -164,7 +166,8 @@ def test_without_trtllm_serve_auto_falls_back_and_explicit_engine_says_why(tmp_p
     assert why is not None and "trtllm-serve" in why  # this machine has no TensorRT-LLM
     art = artifact(tmp_path)
     out = dry_run(art)
-    assert out["server"] == "reference" and "cannot start here" in out["reason"] and "trtllm-serve" in out["reason"]
+    assert out["server"] == "reference" and "engine/ needs TensorRT-LLM on a GPU" in out["reason"]
+    assert "tensorrt_llm is not installed here" in out["reason"]
     r = CliRunner().invoke(cli, ["serve", str(art), "--backend", "engine", "--dry-run"])
     assert r.exit_code != 0
     assert "cannot start trtllm-serve" in str(r.exception) and "nvcr.io/nvidia/tensorrt-llm/release:1.2.1" in str(
