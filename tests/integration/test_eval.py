@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -48,17 +49,36 @@ def setup(tmp_path_factory):
     (base / "eval.txt").write_text("\n\n".join(" ".join(rng.choice(WORDS) for _ in range(60)) for _ in range(10)))
     mp = pytest.MonkeyPatch()
     mp.setenv("TRTQ_CACHE", str(base / "cache"))
+    global PROMPTS
+    PROMPTS = [{"prompt": "The quick", "expect": _source_greedy(model, "The quick", 4), "max_tokens": 4, "chat": False}]
     runs_before = evaluate.BASELINE_RUNS["count"]
     art = _build(base, model, "tiny", max_increase=0.05)
     yield {"base": base, "model": model, "art": art, "runs": evaluate.BASELINE_RUNS["count"] - runs_before}
     mp.undo()
 
 
+PROMPTS: list = []  # the gate's smoke prompt: the fp16 export must continue it as the source model does
+
+
+def _source_greedy(model: Path, prompt: str, n: int) -> str:
+    """The unquantized model's own greedy continuation (transformers), which an fp16 export must reproduce."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model))
+    hf = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32).eval()
+    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+    out = hf.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=None)[0, ids.shape[1] :]
+    text = tok.decode(out, skip_special_tokens=True)
+    assert text.strip(), "the source model's continuation is empty: the prompt check would prove nothing"
+    return text
+
+
 def _recipe(base: Path, model: Path, name: str, max_increase: float | None, prompts=None) -> Path:
     verify: dict = {"reference": False}
     if max_increase is not None:
         verify["perplexity"] = {"dataset": "eval.txt", "tokens": 128, "window": 32, "max_increase": max_increase}
-    verify["prompts"] = prompts or [{"prompt": "The quick", "regex": ".", "max_tokens": 4, "chat": False}]
+    verify["prompts"] = prompts or PROMPTS
     body = {
         "name": name,
         "model": {"path": str(model)},
@@ -112,19 +132,27 @@ def test_baseline_is_cached_across_builds(setup):
     assert list((setup["base"] / "cache" / "ppl").glob("*.json"))
 
 
-def test_broken_artifact_fails_the_build_and_publish_refuses(setup, tmp_path):
-    from builder.publish import publish_artifact
-    from builder.publish._artifact import PublishRefused
-
+@pytest.fixture(scope="module")
+def broken(setup):
+    """An artifact whose checkpoint was damaged after its build (lm_head x12), then rebuilt with the perplexity gate:
+    (artifact, the StageFailed the gated build raised)."""
     base, model = setup["base"], setup["model"]
     path = _recipe(base, model, "broken", max_increase=None)
     recipe, recipe_dir = load_recipe(path)
     build(recipe, recipe_dir, base / "out", recipe_path=path)  # no perplexity gate yet: passes
     art = base / "out" / "broken"
     _corrupt_lm_head(art, 12.0)  # confidently wrong logits
-    with pytest.raises(StageFailed, match=r"perplexity \+[0-9.]+% over the source model") as e:
+    with pytest.raises(StageFailed) as e:
         _build(base, model, "broken", max_increase=0.10)  # checkpoint reused, verify runs on the broken one
-    assert e.value.exit_code == 1
+    return art, e.value
+
+
+def test_broken_artifact_fails_the_build_and_publish_refuses(broken, tmp_path):
+    from builder.publish import publish_artifact
+    from builder.publish._artifact import PublishRefused
+
+    art, error = broken
+    assert error.exit_code == 1 and re.search(r"perplexity \+[0-9.]+% over the source model", str(error))
     m = read_manifest(art)
     assert m.status == "failed-verification"
     assert m.verify["perplexity"]["passed"] is False and m.verify["perplexity"]["increase"] > 0.10
@@ -132,13 +160,11 @@ def test_broken_artifact_fails_the_build_and_publish_refuses(setup, tmp_path):
         publish_artifact(art, f"file://{tmp_path}/store")
 
 
-def test_threshold_zero_fails_on_any_increase(setup):
+def test_threshold_zero_fails_on_any_increase(setup, broken):
     """max_increase 0 through `trtq eval`: the broken artifact's increase is > 0, so exit 1."""
     from builder.cli import cli
 
-    art = setup["base"] / "out" / "broken"
-    if not art.is_dir():
-        pytest.skip("needs the broken artifact of the previous test")
+    art, _ = broken
     r = CliRunner().invoke(
         cli,
         ["eval", str(art), "--dataset", str(setup["base"] / "eval.txt"), "--tokens", "64", "--window", "32",
@@ -202,15 +228,20 @@ def test_eval_json_schema_and_save(setup):
     assert json.loads((art / "eval" / "eval.json").read_text())["perplexity"]["ppl"] == p["ppl"]
 
 
-def test_bench_json_schema_and_save(setup):
+@pytest.fixture(scope="module")
+def benched(setup):
+    """`trtq bench --json --save` on the artifact: its JSON output (the saved result feeds the report)."""
     from builder.cli import cli
 
-    art = setup["art"]
-    args = ["bench", str(art), "--input-len", "8", "--output-len", "4", "--batch-size", "2", "--iterations", "2",
-            "--warmup", "0", "--json", "--save"]  # fmt: skip
+    args = ["bench", str(setup["art"]), "--input-len", "8", "--output-len", "4", "--batch-size", "2", "--iterations",
+            "2", "--warmup", "0", "--json", "--save"]  # fmt: skip
     r = CliRunner().invoke(cli, args, standalone_mode=False)
     assert r.exception is None, r.output
-    out = json.loads(r.output[r.output.index("{") :])
+    return json.loads(r.output[r.output.index("{") :])
+
+
+def test_bench_json_schema_and_save(setup, benched):
+    out = benched
     assert out["backend"] == "reference" and out["world_size"] == 1 and out["schema"] == 1
     assert out["workload"] == {"input_len": 8, "output_len": 4, "batch_size": 2, "iterations": 2, "warmup": 0}
     for key in ("ttft_s", "tpot_s", "tokens_per_s", "latency_s"):
@@ -218,22 +249,26 @@ def test_bench_json_schema_and_save(setup):
     assert out["ttft_s"]["mean"] > 0 and out["tokens_per_s"]["mean"] > 0
     assert out["latency_s"]["mean"] > out["ttft_s"]["mean"] * 0.5
     assert out["memory"]["peak_rss_bytes"] > 50 * 2**20
-    assert (art / "bench" / "reference-i8-o4-b2.json").is_file()
+    assert (setup["art"] / "bench" / "reference-i8-o4-b2.json").is_file()
 
 
 # ---------------------------------------------------------------------------------------------- report
-def test_report_for_one_artifact_is_listed_in_the_manifest_and_the_card(setup):
+@pytest.fixture(scope="module")
+def reported(setup, benched):
+    """`trtq report` on the benched artifact: its report/ directory."""
     pytest.importorskip("matplotlib", reason="trtq report needs matplotlib (pip install 'trtq[report]')")
     from builder.cli import cli
+
+    r = CliRunner().invoke(cli, ["report", str(setup["art"])], standalone_mode=False)
+    assert r.exception is None, r.output
+    return setup["art"] / "report"
+
+
+def test_report_for_one_artifact_is_listed_in_the_manifest_and_the_card(setup, reported):
     from builder.fingerprint import sha256_file
     from builder.publish.card import model_card
 
-    art = setup["art"]
-    if not (art / "bench").is_dir():
-        pytest.skip("needs the saved bench result of test_bench_json_schema_and_save")
-    r = CliRunner().invoke(cli, ["report", str(art)], standalone_mode=False)
-    assert r.exception is None, r.output
-    rep = art / "report"
+    art, rep = setup["art"], reported
     for name in ("report.md", "report.html", "report.json", "size_vs_perplexity.png", "speed.png"):
         assert (rep / name).is_file()
     for png in ("size_vs_perplexity.png", "speed.png"):
@@ -251,13 +286,11 @@ def test_report_for_one_artifact_is_listed_in_the_manifest_and_the_card(setup):
     assert card.count("](report/speed.png)") == 1  # inline in the report text, not repeated
 
 
-def test_report_compares_artifacts_and_warns_off_failed_ones(setup, tmp_path):
+def test_report_compares_artifacts_and_warns_off_failed_ones(setup, broken, tmp_path):
     pytest.importorskip("matplotlib", reason="trtq report needs matplotlib (pip install 'trtq[report]')")
     from builder.report import write_report
 
-    broken = setup["base"] / "out" / "broken"
-    if not broken.is_dir():
-        pytest.skip("needs the broken artifact")
+    broken, _ = broken
     other = tmp_path / "tiny-copy"
     shutil.copytree(setup["art"], other, ignore=shutil.ignore_patterns("report", "bench"))
     files = write_report([setup["art"], broken], tmp_path / "rep")
@@ -306,10 +339,8 @@ def test_eval_gate_reruns_the_recipes_own_checks(setup):
     assert [p["prompt"] for p in out["prompts"]["results"]] == ["The quick"]
 
 
-def test_a_rebuild_keeps_the_report_in_the_manifest(setup):
+def test_a_rebuild_keeps_the_report_in_the_manifest(setup, reported):
     art = setup["art"]
-    if not (art / "report" / "report.md").is_file():
-        pytest.skip("needs the report of test_report_for_one_artifact_is_listed_in_the_manifest_and_the_card")
     before = {f.path for f in read_manifest(art).files if f.path.startswith("report/")}
     _build(setup["base"], setup["model"], "tiny", max_increase=0.07)  # re-runs verify, rewrites the manifest
     after = {f.path for f in read_manifest(art).files if f.path.startswith("report/")}

@@ -27,13 +27,12 @@ def tiny_checkpoints(tmp_path_factory):
     """tp -> a tiny Llama fp16 TensorRT-LLM checkpoint (with its tokenizer and chat template), tp 1 and 2."""
     pytest.importorskip("torch")
     pytest.importorskip("modelopt.torch.quantization")
-    from tests import _quant
+    from tests._build import build_artifact
     from tests._tiny import make_model
 
     base = tmp_path_factory.mktemp("serve-ckpt")
     hf = make_model(base / "hf", "llama")
-    model = _quant.quantize_model(hf, "fp16", "none")
-    return {tp: _quant.export_checkpoint(model, hf, base / f"tp{tp}", "fp16", tp=tp) for tp in (1, 2)}
+    return {tp: build_artifact(hf, base / "engines", f"tp{tp}", "fp16", tp=tp) / "checkpoint" for tp in (1, 2)}
 
 
 class Server:

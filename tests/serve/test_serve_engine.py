@@ -17,7 +17,7 @@ PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12, 13], [20, 21, 22], [300, 301, 302, 303, 3
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     pytest.importorskip("modelopt.torch.quantization")
-    from tests import _quant
+    from tests._build import build_artifact
     from tests._tiny import make_model
 
     base = tmp_path_factory.mktemp("engine")
@@ -26,8 +26,7 @@ def checkpoint(tmp_path_factory):
     def make(arch: str, kv: str = "none"):
         if (arch, kv) not in made:
             hf = make_model(base / arch, arch) if not (base / arch).exists() else base / arch
-            model = _quant.quantize_model(hf, "fp16", kv)
-            made[arch, kv] = _quant.export_checkpoint(model, hf, base / f"{arch}-{kv}", "fp16")
+            made[arch, kv] = build_artifact(hf, base / "engines", f"{arch}-{kv}", "fp16", kv) / "checkpoint"
         return made[arch, kv]
 
     return make

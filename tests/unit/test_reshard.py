@@ -98,16 +98,16 @@ def _calibrated(model_dir: Path, fmt: str, kv: str, exclude: tuple[str, ...]):
     """The tiny model quantized as trtq's quantize stage configures ModelOpt (float32, one calibration batch)."""
     import modelopt.torch.quantization as mtq
     import torch
-    from _quant import calibration_batches
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from builder.quant.config import build_config, needs_calibration
+    from builder.quant.data import builtin_documents, token_windows
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     if not needs_calibration(fmt, kv):
         return model
     cfg = build_config(mtq, fmt, kv, exclude, block_size=AWQ_BLOCK)
-    batches = calibration_batches(AutoTokenizer.from_pretrained(str(model_dir)), n=1)
+    batches = [token_windows(builtin_documents(100_000), AutoTokenizer.from_pretrained(str(model_dir)), 1, 32, 0)]
 
     def forward_loop(m):
         with torch.no_grad():
