@@ -96,17 +96,65 @@ class ManifestError(UsageError):
 def read_manifest(artifact: str | Path) -> Manifest:
     path = Path(artifact) / FILENAME
     try:
-        data = json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"{artifact}: no {FILENAME}: not a trtq artifact, or its build never finished") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except OSError as e:
         raise ManifestError(f"{path}: unreadable manifest: {e}") from None
-    if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
+    return parse_manifest(data, str(path))
+
+
+def parse_manifest(data: bytes, where: str) -> Manifest:
+    """A manifest from its bytes (a file, or a store's copy); ``where`` names it in the one-line error."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{where}: not JSON ({e}): the manifest is damaged") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: not a trtq manifest (not a JSON object)")
+    if int(raw.get("schema_version", 0)) > SCHEMA_VERSION:
         raise ManifestError(
-            f"{path}: manifest schema {data.get('schema_version')} is newer than this trtq reads ({SCHEMA_VERSION}): "
+            f"{where}: manifest schema {raw.get('schema_version')} is newer than this trtq reads ({SCHEMA_VERSION}): "
             "upgrade trtq"
         )
     try:
-        return Manifest.model_validate(data)
+        return Manifest.model_validate(raw)
     except Exception as e:  # pydantic.ValidationError: report as a damaged manifest
-        raise ManifestError(f"{path}: not a valid trtq manifest: {str(e).splitlines()[0]}") from None
+        raise ManifestError(f"{where}: not a valid trtq manifest: {str(e).splitlines()[0]}") from None
+
+
+def file_problems(base: Path, entries) -> list[str]:
+    """What differs between the files under ``base`` and the manifest's ``(relative path, FileEntry)`` pairs: missing
+    files, sizes and sha256s (empty when every file is as listed). Publish checks this before uploading, pull after
+    downloading."""
+    bad = []
+    for rel, entry in entries:
+        path = Path(base) / rel
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            bad.append(f"{rel}: missing")
+            continue
+        if size != entry.size:
+            bad.append(f"{rel}: {size} bytes, manifest says {entry.size}")
+            continue
+        got = sha256_file(path)
+        if got != entry.sha256:
+            bad.append(f"{rel}: sha256 {got[:16]}..., manifest says {entry.sha256[:16]}...")
+    return bad
+
+
+def swap_in(staging: Path, dest: Path) -> None:
+    """Put the complete directory ``staging`` where ``dest`` is, replacing it: two renames, so a reader sees the old
+    or the new directory, never a mixture; the old one is deleted afterwards."""
+    import os
+    import shutil
+
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        os.rename(dest, old)
+        os.rename(staging, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, dest)

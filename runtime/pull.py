@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -28,7 +27,8 @@ from typing import Any
 from runtime import compat
 from runtime.errors import TrtqError
 from runtime.locations import LocationError, parse_location
-from runtime.manifest import FILENAME, SCHEMA_VERSION, Manifest, sha256_file
+from runtime.manifest import FILENAME, Manifest, ManifestError, file_problems, swap_in
+from runtime.manifest import parse_manifest as read_manifest_bytes
 from runtime.stores import MissingClient, StoreError, open_store
 
 log = logging.getLogger("trtq.pull")
@@ -90,21 +90,11 @@ class PullResult:
 
 
 def parse_manifest(data: bytes, where: str) -> Manifest:
+    """The store's manifest; a damaged one fails the pull (exit 1), naming the store."""
     try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise PullError(f"{where}: {FILENAME} is not JSON ({e}): the store is damaged") from None
-    if not isinstance(raw, dict):
-        raise PullError(f"{where}: {FILENAME} is not a trtq manifest")
-    if int(raw.get("schema_version", 0)) > SCHEMA_VERSION:
-        raise PullError(
-            f"{where}: manifest schema {raw.get('schema_version')} is newer than this trtq reads ({SCHEMA_VERSION}): "
-            "upgrade trtq"
-        )
-    try:
-        return Manifest.model_validate(raw)
-    except Exception as e:  # pydantic.ValidationError
-        raise PullError(f"{where}: not a valid trtq manifest: {str(e).splitlines()[0]}") from None
+        return read_manifest_bytes(data, f"{where}: {FILENAME}")
+    except ManifestError as e:
+        raise PullError(str(e)) from None
 
 
 def safe_relpath(rel: str, where: str) -> PurePosixPath:
@@ -208,14 +198,7 @@ def pull(
         store.cleanup(staging)
     (staging / STATE).unlink()
     (staging / FILENAME).write_bytes(manifest_data)
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        os.rename(dest, old)
-        os.rename(staging, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staging, dest)
+    swap_in(staging, dest)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -236,20 +219,7 @@ def _prepare_staging(staging: Path, manifest_data: bytes, url: str) -> None:
 
 def _verify(base: Path, entries, where: str, delete_on_mismatch: Path | None) -> None:
     """Every file's size and sha256 equal the manifest's, or raise IntegrityError (deleting ``delete_on_mismatch``)."""
-    bad = []
-    for rel, entry in entries:
-        path = base / rel
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            bad.append(f"{rel}: missing")
-            continue
-        if size != entry.size:
-            bad.append(f"{rel}: {size} bytes, manifest says {entry.size}")
-            continue
-        got = sha256_file(path)
-        if got != entry.sha256:
-            bad.append(f"{rel}: sha256 {got[:16]}..., manifest says {entry.sha256[:16]}...")
+    bad = file_problems(base, entries)
     if not bad:
         return
     if delete_on_mismatch is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from builder.errors import StageFailed, UsageError
-from runtime.manifest import FILENAME, Manifest, ManifestError, read_manifest, sha256_file
+from runtime.manifest import FILENAME, Manifest, ManifestError, file_problems, read_manifest
 
 # Stage directories that are build caches, not deliverables: a manifest listing them is refused.
 _CACHES = ("resolve", "quantize")
@@ -87,13 +87,13 @@ def load_publishable(artifact_dir: Path, allow_unverified: bool = False) -> Publ
         ):
             raise PublishRefused(f"{artifact_dir}/{FILENAME}: lists {entry.path!r}, which is not a deliverable file")
         path = artifact_dir / rel
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            changed.append(f"{entry.path}: missing")
-            continue
-        if size != entry.size or sha256_file(path) != entry.sha256:
-            changed.append(f"{entry.path}: differs from the manifest (size or sha256)")
+        problems = file_problems(artifact_dir, [(rel, entry)])
+        if problems:
+            changed.append(
+                problems[0]
+                if problems[0].endswith("missing")
+                else f"{entry.path}: differs from the manifest ({problems[0].split(': ', 1)[1]})"
+            )
             continue
         files.append(PublishFile(rel.as_posix(), path, entry.size, entry.sha256))
     if changed:

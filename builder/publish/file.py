@@ -10,7 +10,7 @@ from typing import Any
 
 from builder.publish._artifact import Publishable, PublishFailed, PublishRefused
 from runtime.locations import FileLocation
-from runtime.manifest import FILENAME
+from runtime.manifest import FILENAME, swap_in
 
 _CHUNK = 1 << 20
 
@@ -46,13 +46,7 @@ def publish(
             sent += f.size
             progress(f.size)
         _drop_strays(staging, {f.rel for f in art.all_files})
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-            os.rename(dest, old)
-            os.rename(staging, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, dest)
+        swap_in(staging, dest)
     except OSError as e:
         raise PublishFailed(
             f"{loc}: {e.strerror or e} ({e.filename or ''}): files copied so far are kept in {staging}; "
